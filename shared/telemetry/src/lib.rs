@@ -1,0 +1,71 @@
+//! Telemetry shared by every service of the traced NATS chat backend.
+//!
+//! - [`init`] sets up traces, metrics and logs over OTLP from the standard `OTEL_*`
+//!   variables, W3C TraceContext + Baggage propagation and stdout log lines, and returns
+//!   a [`TelemetryGuard`] whose [`shutdown`](TelemetryGuard::shutdown) flushes them.
+//! - [`inject_context`] / [`extract_context`] carry trace context in NATS headers;
+//!   malformed or hostile headers start a new root, warn once and are counted.
+//! - [`publish_span`], [`request_span`], [`server_span`], [`process_span`],
+//!   [`settle_span`] make the messaging spans of DESIGN.md 5.2, parented correctly;
+//!   [`run_with_deadline`] ends a span `ERROR` / `Timeout` when work outlives its deadline.
+//! - The attribute [policy](is_sensitive_key) keeps tokens, passwords, JWTs, seeds and
+//!   message bodies out of every exported span, event and log record.
+//! - [`Health`] serves `/healthz` and `/readyz`; [`probe`] backs `healthcheck` subcommands.
+//!
+//! # Example
+//!
+//! A traced publish and its consumer (the full program is `src/bin/nats-roundtrip.rs`,
+//! `cargo run -p telemetry --bin nats-roundtrip -- --help`):
+//!
+//! ```no_run
+//! use futures::StreamExt as _;
+//! use telemetry::{MessageRef, Peer, inject_span, process_span, publish_span};
+//! use tracing::Instrument as _;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let guard = telemetry::init(telemetry::service_info!())?;
+//!     let url = "nats://127.0.0.1:4222";
+//!     let (client, peer) = (async_nats::connect(url).await?, Peer::from_url(url));
+//!     let mut sub = client.subscribe("chat.msg.general.alice").await?;
+//!
+//!     // Producer: a PRODUCER span whose context travels in the headers.
+//!     let body = bytes::Bytes::from_static(br#"{"text":"hi"}"#);
+//!     let msg = MessageRef { subject: "chat.msg.general.alice", template: "chat.msg.*.*", message_id: None, body_size: body.len() };
+//!     let span = publish_span(&msg, &peer);
+//!     let mut headers = async_nats::HeaderMap::new();
+//!     inject_span(&span, &mut headers);
+//!     client.publish_with_headers(msg.subject, headers, body).instrument(span).await?;
+//!
+//!     // Consumer: a CONSUMER span, child of the producer span, parented before entering.
+//!     if let Some(m) = sub.next().await {
+//!         let msg = MessageRef { subject: &m.subject, template: "chat.msg.*.*", message_id: None, body_size: m.payload.len() };
+//!         let span = process_span(&msg, m.headers.as_ref(), None, "demo", &peer);
+//!         async { tracing::info!("processing") }.instrument(span).await;
+//!     }
+//!     guard.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+mod health;
+mod policy;
+mod process_metrics;
+mod propagation;
+mod settings;
+mod setup;
+mod spans;
+mod stdout;
+
+pub use health::{CheckResult, Health, HealthArgs, ProbeError, probe};
+pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, is_sensitive_key};
+pub use propagation::{
+    HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, PropagationFailure, TRACEPARENT,
+    TRACESTATE, extract_context, inject_context,
+};
+pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
+pub use setup::{InitError, ServiceInfo, TelemetryGuard, init};
+pub use spans::{
+    DeadlineExceeded, Delivery, MessageRef, Peer, Settlement, inject_span, process_span, publish_span, record_failure,
+    request_span, run_with_deadline, server_span, settle_span,
+};

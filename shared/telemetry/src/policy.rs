@@ -1,0 +1,277 @@
+//! The attribute policy: which keys may never carry their value out of the process.
+//!
+//! Secrets (tokens, passwords, JWTs, key seeds) and message bodies must not reach an
+//! exported span, span event or log record, whatever a caller passes. The policy is
+//! applied at the last point before export, so it holds for attributes recorded by this
+//! crate, by services and by any library:
+//! - spans: [`RedactingSpanProcessor`] wraps the batch processor and rewrites the span's
+//!   attributes, its events' attributes and its links' attributes;
+//! - logs: [`RedactingLoggerProvider`] wraps the SDK logger provider used by the
+//!   `tracing` -> OTLP log bridge and rewrites attributes as they are added.
+//!
+//! A redacted attribute keeps its key and gets the value [`REDACTED`], so a reader can
+//! see that something was removed. The collector's redaction processor repeats the same
+//! rule (defence in depth, see `otel/collector.yaml`).
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::logs::{AnyValue, LogRecord, Logger, LoggerProvider, Severity};
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+use opentelemetry::{Context, InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::{SdkLogRecord, SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+
+/// The value that replaces a sensitive attribute's value.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Key segments (split on `.`, `_`, `-`, lower-cased) that mark a key as sensitive.
+const SENSITIVE_SEGMENTS: &[&str] = &[
+    "token",
+    "tokens",
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "jwt",
+    "seed",
+    "nkey",
+    "xkey",
+    "authorization",
+    "cookie",
+    "credential",
+    "credentials",
+    "apikey",
+    "private",
+    "body",
+    "payload",
+    "text",
+];
+
+/// Keys that contain a sensitive segment but are known not to carry sensitive values.
+const ALLOWED_KEYS: &[&str] = &[
+    // Parameterised SQL only; values are bound, never inlined.
+    "db.query.text",
+    // A size, not the body.
+    "messaging.message.body.size",
+];
+
+/// Whether an attribute with this key must have its value redacted before export.
+///
+/// ```
+/// assert!(telemetry::is_sensitive_key("auth.token"));
+/// assert!(telemetry::is_sensitive_key("connect_opts.auth_token"));
+/// assert!(telemetry::is_sensitive_key("user_password"));
+/// assert!(telemetry::is_sensitive_key("chat.text"));
+/// assert!(!telemetry::is_sensitive_key("messaging.message.body.size"));
+/// ```
+pub fn is_sensitive_key(key: &str) -> bool {
+    if ALLOWED_KEYS.contains(&key) {
+        return false;
+    }
+    key.split(['.', '_', '-']).any(|segment| SENSITIVE_SEGMENTS.iter().any(|s| segment.eq_ignore_ascii_case(s)))
+}
+
+fn redact_key_values(attributes: &mut [KeyValue]) {
+    for kv in attributes.iter_mut().filter(|kv| is_sensitive_key(kv.key.as_str())) {
+        kv.value = Value::from(REDACTED);
+    }
+}
+
+/// Applies the policy to a finished span (attributes, event attributes, link attributes).
+pub(crate) fn redact_span(span: &mut SpanData) {
+    redact_key_values(&mut span.attributes);
+    for event in span.events.events.iter_mut() {
+        redact_key_values(&mut event.attributes);
+    }
+    for link in span.links.links.iter_mut() {
+        redact_key_values(&mut link.attributes);
+    }
+}
+
+/// A span processor that applies the policy, then hands the span to `inner`.
+#[derive(Debug)]
+pub struct RedactingSpanProcessor<P> {
+    inner: P,
+}
+
+impl<P: SpanProcessor> RedactingSpanProcessor<P> {
+    /// Wraps `inner` (normally the batch span processor).
+    pub fn new(inner: P) -> Self {
+        Self { inner }
+    }
+}
+
+impl<P: SpanProcessor> SpanProcessor for RedactingSpanProcessor<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        redact_span(&mut span);
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// A logger provider for the `tracing` log bridge whose records redact sensitive keys.
+#[derive(Debug, Clone)]
+pub struct RedactingLoggerProvider {
+    inner: SdkLoggerProvider,
+}
+
+impl RedactingLoggerProvider {
+    /// Wraps the SDK provider that exports the records.
+    pub fn new(inner: SdkLoggerProvider) -> Self {
+        Self { inner }
+    }
+}
+
+impl LoggerProvider for RedactingLoggerProvider {
+    type Logger = RedactingLogger;
+
+    fn logger_with_scope(&self, scope: InstrumentationScope) -> Self::Logger {
+        RedactingLogger(self.inner.logger_with_scope(scope))
+    }
+}
+
+/// The logger handed out by [`RedactingLoggerProvider`].
+#[derive(Debug)]
+pub struct RedactingLogger(SdkLogger);
+
+impl Logger for RedactingLogger {
+    type LogRecord = RedactingLogRecord;
+
+    fn create_log_record(&self) -> Self::LogRecord {
+        RedactingLogRecord(self.0.create_log_record())
+    }
+
+    fn emit(&self, record: Self::LogRecord) {
+        self.0.emit(record.0);
+    }
+
+    fn event_enabled(&self, level: Severity, target: &str, name: Option<&str>) -> bool {
+        self.0.event_enabled(level, target, name)
+    }
+}
+
+/// A log record that redacts sensitive attributes as they are added.
+#[derive(Debug)]
+pub struct RedactingLogRecord(SdkLogRecord);
+
+impl LogRecord for RedactingLogRecord {
+    fn set_event_name(&mut self, name: &'static str) {
+        self.0.set_event_name(name);
+    }
+
+    fn set_target<T: Into<Cow<'static, str>>>(&mut self, target: T) {
+        self.0.set_target(target);
+    }
+
+    fn set_timestamp(&mut self, timestamp: SystemTime) {
+        self.0.set_timestamp(timestamp);
+    }
+
+    fn set_observed_timestamp(&mut self, timestamp: SystemTime) {
+        self.0.set_observed_timestamp(timestamp);
+    }
+
+    fn set_severity_text(&mut self, text: &'static str) {
+        self.0.set_severity_text(text);
+    }
+
+    fn set_severity_number(&mut self, number: Severity) {
+        self.0.set_severity_number(number);
+    }
+
+    fn set_body(&mut self, body: AnyValue) {
+        self.0.set_body(body);
+    }
+
+    fn add_attributes<I, K, V>(&mut self, attributes: I)
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<Key>,
+        V: Into<AnyValue>,
+    {
+        for (key, value) in attributes {
+            self.add_attribute(key, value);
+        }
+    }
+
+    fn add_attribute<K: Into<Key>, V: Into<AnyValue>>(&mut self, key: K, value: V) {
+        let key = key.into();
+        if is_sensitive_key(key.as_str()) {
+            self.0.add_attribute(key, AnyValue::from(REDACTED));
+        } else {
+            self.0.add_attribute(key, value);
+        }
+    }
+
+    fn set_trace_context(&mut self, trace_id: TraceId, span_id: SpanId, flags: Option<TraceFlags>) {
+        self.0.set_trace_context(trace_id, span_id, flags);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_keys_are_recognised_by_segment() {
+        for key in [
+            "token",
+            "auth.token",
+            "access_token",
+            "connect_opts.auth_token",
+            "PASSWORD",
+            "db.password",
+            "user_jwt",
+            "nats.jwt",
+            "account.seed",
+            "xkey.seed",
+            "http.request.header.authorization",
+            "chat.text",
+            "messaging.message.body",
+            "payload",
+        ] {
+            assert!(is_sensitive_key(key), "{key} should be sensitive");
+        }
+    }
+
+    #[test]
+    fn ordinary_and_allowed_keys_pass() {
+        for key in [
+            "messaging.destination.name",
+            "messaging.message.body.size",
+            "db.query.text",
+            "enduser.id",
+            "error.type",
+            "textual", // a segment must match whole
+            "seedless",
+        ] {
+            assert!(!is_sensitive_key(key), "{key} should pass");
+        }
+    }
+
+    #[test]
+    fn span_data_is_redacted_everywhere() {
+        let mut attrs = vec![KeyValue::new("auth.token", "eyJhbGciOi.secret"), KeyValue::new("enduser.id", "alice")];
+        redact_key_values(&mut attrs);
+        assert_eq!(attrs[0].value.as_str(), REDACTED);
+        assert_eq!(attrs[1].value.as_str(), "alice");
+    }
+}

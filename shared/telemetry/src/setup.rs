@@ -1,0 +1,268 @@
+//! One call that wires traces, metrics and logs for a service, and the guard that
+//! flushes them on exit.
+//!
+//! Owns: the resource, the three OTLP pipelines, the global propagator, the `tracing`
+//! subscriber (stdout lines, the OTel span layer, the OTLP log bridge) and their filters.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, global};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+use tracing::Metadata;
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, LevelFilter, filter_fn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::policy::{RedactingLoggerProvider, RedactingSpanProcessor};
+use crate::process_metrics;
+use crate::settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
+use crate::stdout::{JsonLines, RedactingFields};
+
+/// Name and version of the binary; build it with [`service_info!`](crate::service_info).
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceInfo {
+    /// Fallback `service.name` when neither `OTEL_SERVICE_NAME` nor
+    /// `OTEL_RESOURCE_ATTRIBUTES` names the service.
+    pub name: &'static str,
+    /// `service.version` (unless `OTEL_RESOURCE_ATTRIBUTES` sets it).
+    pub version: &'static str,
+}
+
+/// The calling crate's name and version as a [`ServiceInfo`].
+#[macro_export]
+macro_rules! service_info {
+    () => {
+        $crate::ServiceInfo { name: env!("CARGO_PKG_NAME"), version: env!("CARGO_PKG_VERSION") }
+    };
+}
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// An environment variable has a value we cannot honour.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The gRPC exporter needs a Tokio runtime to build its channel.
+    #[error("telemetry::init must be called inside a Tokio runtime when a signal uses OTLP/gRPC")]
+    NoRuntime,
+    /// The OTLP exporter rejected its configuration (endpoint, TLS, headers).
+    #[error("cannot build the OTLP {signal} exporter: {source}")]
+    Exporter {
+        /// `traces`, `metrics` or `logs`.
+        signal: &'static str,
+        /// What the exporter said.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// A global `tracing` subscriber was already installed.
+    #[error("a tracing subscriber is already installed: {0}")]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Targets whose own telemetry would describe the export of telemetry.
+const TRANSPORT_TARGETS: &[&str] = &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest"];
+/// How often one SDK diagnostic call site may print while the collector stays down.
+const DIAGNOSTIC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Flushes and shuts down the pipelines: tracer, then logger, then meter.
+///
+/// Call [`TelemetryGuard::shutdown`] at the end of `main`; dropping the guard also shuts
+/// down, but cannot avoid blocking a current-thread runtime (and may lose the last batch).
+#[derive(Debug)]
+#[must_use = "dropping the guard shuts telemetry down"]
+pub struct TelemetryGuard {
+    providers: Option<Providers>,
+}
+
+#[derive(Debug)]
+struct Providers {
+    tracer: SdkTracerProvider,
+    logger: SdkLoggerProvider,
+    meter: SdkMeterProvider,
+}
+
+impl Providers {
+    /// Blocking; must not run on a Tokio worker of a current-thread runtime.
+    fn shutdown(self) {
+        let results =
+            [("tracer", self.tracer.shutdown()), ("logger", self.logger.shutdown()), ("meter", self.meter.shutdown())];
+        for (name, result) in results {
+            if let Err(error) = result {
+                tracing::warn!(provider = name, %error, "telemetry shutdown incomplete");
+            }
+        }
+    }
+}
+
+impl TelemetryGuard {
+    /// Exports what is buffered and stops the exporters, without losing the last batch on
+    /// any runtime flavour (the blocking shutdown runs on a blocking thread while the
+    /// runtime keeps driving the exporter's I/O).
+    pub async fn shutdown(mut self) {
+        if let Some(providers) = self.providers.take()
+            && let Err(error) = tokio::task::spawn_blocking(move || providers.shutdown()).await
+        {
+            tracing::warn!(%error, "telemetry shutdown task failed");
+        }
+    }
+
+    /// Whether OTLP export is on (false under `OTEL_SDK_DISABLED=true`).
+    pub fn is_exporting(&self) -> bool {
+        self.providers.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let Some(providers) = self.providers.take() else { return };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| providers.shutdown()),
+            _ => providers.shutdown(),
+        }
+    }
+}
+
+/// Sets up traces, metrics and logs for this process from the standard environment
+/// variables and installs the global `tracing` subscriber and propagator.
+///
+/// Call once, early in `main`, inside the Tokio runtime. With `OTEL_SDK_DISABLED=true`
+/// only the stdout log lines remain.
+pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
+    let settings = Settings::from_env()?;
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![stdout_layer(settings.log_format)];
+    let providers = if settings.sdk_disabled {
+        None
+    } else {
+        let providers = build_providers(&settings, service)?;
+        let tracer = providers.tracer.tracer(service.name);
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_target(false)
+                .with_filter(env_filter(TRANSPORT_TARGETS))
+                .boxed(),
+        );
+        let bridge = OpenTelemetryTracingBridge::new(&RedactingLoggerProvider::new(providers.logger.clone()));
+        let quiet = [TRANSPORT_TARGETS, &["opentelemetry"]].concat();
+        layers.push(bridge.with_filter(env_filter(&quiet)).boxed());
+        global::set_tracer_provider(providers.tracer.clone());
+        global::set_meter_provider(providers.meter.clone());
+        process_metrics::register();
+        Some(providers)
+    };
+    tracing_subscriber::registry().with(layers).try_init()?;
+    Ok(TelemetryGuard { providers })
+}
+
+fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Providers, InitError> {
+    let uses_grpc = settings.protocols.contains(&Protocol::Grpc);
+    if uses_grpc && tokio::runtime::Handle::try_current().is_err() {
+        return Err(InitError::NoRuntime);
+    }
+    let resource = resource(settings, service);
+    let exporter_error = |signal| move |source| InitError::Exporter { signal, source };
+
+    let spans = match settings.protocol(Signal::Traces) {
+        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+        Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
+    }
+    .map_err(exporter_error("traces"))?;
+    let metrics = match settings.protocol(Signal::Metrics) {
+        Protocol::Grpc => MetricExporter::builder().with_tonic().build(),
+        Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
+    }
+    .map_err(exporter_error("metrics"))?;
+    let logs = match settings.protocol(Signal::Logs) {
+        Protocol::Grpc => LogExporter::builder().with_tonic().build(),
+        Protocol::HttpProtobuf => LogExporter::builder().with_http().build(),
+    }
+    .map_err(exporter_error("logs"))?;
+
+    // Batch sizes, queue limits and intervals come from OTEL_BSP_*, OTEL_BLRP_* and
+    // OTEL_METRIC_EXPORT_INTERVAL, read by the SDK builders; the sampler from
+    // OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
+    let tracer = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_span_processor(RedactingSpanProcessor::new(BatchSpanProcessor::builder(spans).build()))
+        .build();
+    let logger = SdkLoggerProvider::builder().with_resource(resource.clone()).with_batch_exporter(logs).build();
+    let meter = SdkMeterProvider::builder()
+        .with_resource(resource)
+        .with_reader(PeriodicReader::builder(metrics).build())
+        .build();
+    Ok(Providers { tracer, logger, meter })
+}
+
+/// Env detectors (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`) first; code only fills
+/// in what the environment left out.
+fn resource(settings: &Settings, service: ServiceInfo) -> Resource {
+    let from_env = |key: &str| settings.resource_keys_from_env.iter().any(|k| k == key);
+    let mut builder = Resource::builder();
+    if !settings.service_name_from_env {
+        builder = builder.with_service_name(service.name);
+    }
+    if !from_env("service.version") {
+        builder = builder.with_attribute(KeyValue::new("service.version", service.version));
+    }
+    if !from_env("service.instance.id") {
+        builder = builder.with_attribute(KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()));
+    }
+    builder.build()
+}
+
+/// `RUST_LOG` (default `info`) with the given targets turned off.
+fn env_filter(off: &[&str]) -> EnvFilter {
+    off.iter().fold(
+        EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy(),
+        |filter, target| match format!("{target}=off").parse() {
+            Ok(directive) => filter.add_directive(directive),
+            Err(_) => filter,
+        },
+    )
+}
+
+fn stdout_layer(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
+    let filter = env_filter(&[]).and(filter_fn(throttle_sdk_diagnostics));
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().event_format(JsonLines).with_filter(filter).boxed(),
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().fmt_fields(RedactingFields::default()).with_filter(filter).boxed()
+        }
+    }
+}
+
+/// Lets each OpenTelemetry SDK diagnostic (e.g. "export failed") print at most once per
+/// [`DIAGNOSTIC_INTERVAL`], so a dead collector is visible but does not flood stdout.
+fn throttle_sdk_diagnostics(meta: &Metadata<'_>) -> bool {
+    static LAST: LazyLock<Mutex<HashMap<tracing::callsite::Identifier, Instant>>> = LazyLock::new(Default::default);
+    if !meta.is_event() || !meta.target().starts_with("opentelemetry") {
+        return true;
+    }
+    let Ok(mut last) = LAST.lock() else { return true };
+    let now = Instant::now();
+    match last.get(&meta.callsite()) {
+        Some(at) if now.duration_since(*at) < DIAGNOSTIC_INTERVAL => false,
+        _ => {
+            last.insert(meta.callsite(), now);
+            true
+        }
+    }
+}

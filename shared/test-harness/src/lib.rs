@@ -1,0 +1,41 @@
+//! Test harness shared by the integration tests of every crate in the workspace, in the
+//! spirit of zero2prod's `spawn_app`: real servers on free ports, real binaries, and an
+//! OTLP receiver that keeps what the services export.
+//!
+//! - [`NatsServer`]: a real nats-server (2.12 or later) with a temp JetStream store.
+//! - [`Postgres`]: a throwaway PostgreSQL cluster (or `TEST_DATABASE_URL`) handing out a
+//!   fresh database per test.
+//! - [`OtlpReceiver`]: OTLP/gRPC and OTLP/HTTP in the test process; spans, log records
+//!   and metrics decoded into the [`model`] types, with bounded waits.
+//! - [`ChildProcess`]: a spawned binary whose output is captured for failure messages and
+//!   which is killed on drop, even when the test panics.
+//!
+//! The [`model`] types and [`trace`] assertions are shared with the compose-level tests,
+//! which decode Tempo's answers into the same types.
+
+mod http;
+mod nats;
+mod paths;
+mod postgres;
+mod process;
+
+pub mod model;
+pub mod otlp;
+pub mod trace;
+
+pub use nats::NatsServer;
+pub use otlp::OtlpReceiver;
+pub use paths::{cargo_bin, workspace_root};
+pub use postgres::{Postgres, TestDatabase};
+pub use process::ChildProcess;
+
+/// Errors are reported as readable strings: tests print them and fail.
+pub type HarnessResult<T> = Result<T, String>;
+
+/// A free TCP port on loopback (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+}
