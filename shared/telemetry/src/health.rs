@@ -30,7 +30,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthArgs {
     /// Address of the health endpoints (/healthz, /readyz).
-    #[arg(long, env = "HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, global = true, env = "HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: SocketAddr,
 }
 
@@ -150,6 +150,41 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<()
     } else {
         Err(ProbeError::NotOk { path: path.to_owned(), status_line })
     }
+}
+
+/// The `healthcheck` subcommand: probes `/readyz` of the service on `addr` and turns the
+/// answer into an exit code (for container healthchecks in images without a shell).
+pub async fn healthcheck(addr: SocketAddr) -> std::process::ExitCode {
+    match probe(addr, "/readyz", Duration::from_secs(3)).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("not ready: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (how containers are stopped) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@
 //! }
 //! ```
 
+mod db;
+mod filters;
 mod health;
 mod policy;
 mod process_metrics;
@@ -57,8 +59,9 @@ mod setup;
 mod spans;
 mod stdout;
 
-pub use health::{CheckResult, Health, HealthArgs, ProbeError, probe};
-pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, is_sensitive_key};
+pub use db::{DbOperation, db_span, record_db_failure};
+pub use health::{CheckResult, Health, HealthArgs, ProbeError, healthcheck, probe, shutdown_signal};
+pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key};
 pub use propagation::{
     HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, PropagationFailure, TRACEPARENT,
     TRACESTATE, extract_context, inject_context,

@@ -50,13 +50,52 @@ const SENSITIVE_SEGMENTS: &[&str] = &[
     "text",
 ];
 
+/// Segments that make a key describe a sensitive value rather than hold it
+/// (`messaging.message.body.size`, `max_payload`, `auth.token.type`).
+const DESCRIPTIVE_SEGMENTS: &[&str] = &["size", "len", "length", "count", "max", "bytes", "type", "kind"];
+
 /// Keys that contain a sensitive segment but are known not to carry sensitive values.
 const ALLOWED_KEYS: &[&str] = &[
     // Parameterised SQL only; values are bound, never inlined.
     "db.query.text",
-    // A size, not the body.
-    "messaging.message.body.size",
 ];
+
+/// A secret from the configuration (password, URL with credentials, key seed): its
+/// `Debug` and `Display` print [`REDACTED`], so it cannot leak through a log of a config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
 
 /// Whether an attribute with this key must have its value redacted before export.
 ///
@@ -71,7 +110,10 @@ pub fn is_sensitive_key(key: &str) -> bool {
     if ALLOWED_KEYS.contains(&key) {
         return false;
     }
-    key.split(['.', '_', '-']).any(|segment| SENSITIVE_SEGMENTS.iter().any(|s| segment.eq_ignore_ascii_case(s)))
+    let is_any = |list: &[&str], segment: &str| list.iter().any(|s| segment.eq_ignore_ascii_case(s));
+    let mut segments = key.split(['.', '_', '-']);
+    segments.clone().any(|segment| is_any(SENSITIVE_SEGMENTS, segment))
+        && !segments.any(|segment| is_any(DESCRIPTIVE_SEGMENTS, segment))
 }
 
 fn redact_key_values(attributes: &mut [KeyValue]) {
@@ -262,9 +304,18 @@ mod tests {
             "error.type",
             "textual", // a segment must match whole
             "seedless",
+            "max_payload",
+            "auth.token.type",
         ] {
             assert!(!is_sensitive_key(key), "{key} should pass");
         }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s: Secret = "postgres://u:hunter2@db/x".parse().expect("infallible");
+        assert_eq!(format!("{s} {s:?}"), format!("{REDACTED} {REDACTED}"));
+        assert_eq!(s.expose(), "postgres://u:hunter2@db/x");
     }
 
     #[test]

@@ -4,10 +4,6 @@
 //! Owns: the resource, the three OTLP pipelines, the global propagator, the `tracing`
 //! subscriber (stdout lines, the OTel span layer, the OTLP log bridge) and their filters.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
-
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, global};
@@ -19,17 +15,21 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing::Metadata;
-use tracing_subscriber::filter::{EnvFilter, FilterExt as _, LevelFilter, filter_fn};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::Layered;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer, Registry};
 
+use crate::filters::{self, Gate};
 use crate::policy::{RedactingLoggerProvider, RedactingSpanProcessor};
 use crate::process_metrics;
 use crate::settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
 use crate::stdout::{JsonLines, RedactingFields};
 
-/// Name and version of the binary; build it with [`service_info!`](crate::service_info).
+/// Name and version of the binary, and where its log lines go; build it with
+/// [`service_info!`](crate::service_info).
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceInfo {
     /// Fallback `service.name` when neither `OTEL_SERVICE_NAME` nor
@@ -37,13 +37,22 @@ pub struct ServiceInfo {
     pub name: &'static str,
     /// `service.version` (unless `OTEL_RESOURCE_ATTRIBUTES` sets it).
     pub version: &'static str,
+    /// Log filter when `RUST_LOG` is unset (services: `info`; a CLI: `warn`).
+    pub default_log_filter: &'static str,
+    /// Log lines on stderr instead of stdout (a CLI keeps stdout for its results).
+    pub log_to_stderr: bool,
 }
 
-/// The calling crate's name and version as a [`ServiceInfo`].
+/// The calling crate's name and version as a [`ServiceInfo`] (logs at `info` on stdout).
 #[macro_export]
 macro_rules! service_info {
     () => {
-        $crate::ServiceInfo { name: env!("CARGO_PKG_NAME"), version: env!("CARGO_PKG_VERSION") }
+        $crate::ServiceInfo {
+            name: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+            default_log_filter: "info",
+            log_to_stderr: false,
+        }
     };
 }
 
@@ -68,11 +77,6 @@ pub enum InitError {
     #[error("a tracing subscriber is already installed: {0}")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
 }
-
-/// Targets whose own telemetry would describe the export of telemetry.
-const TRANSPORT_TARGETS: &[&str] = &["h2", "hyper", "hyper_util", "tonic", "tower", "reqwest"];
-/// How often one SDK diagnostic call site may print while the collector stays down.
-const DIAGNOSTIC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Flushes and shuts down the pipelines: tracer, then logger, then meter.
 ///
@@ -144,7 +148,9 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         Box::new(BaggagePropagator::new()),
     ]));
 
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![stdout_layer(settings.log_format)];
+    let log = filters::log_targets(service.default_log_filter);
+    let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> =
+        vec![stdout_layer(settings.log_format, log.clone(), service.log_to_stderr)];
     let providers = if settings.sdk_disabled {
         None
     } else {
@@ -157,18 +163,20 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_target(false)
-                .with_filter(env_filter(TRANSPORT_TARGETS))
                 .boxed(),
         );
         let bridge = OpenTelemetryTracingBridge::new(&RedactingLoggerProvider::new(providers.logger.clone()));
-        let quiet = [TRANSPORT_TARGETS, &["opentelemetry"]].concat();
-        layers.push(bridge.with_filter(env_filter(&quiet)).boxed());
+        let bridge_log = log.clone();
+        let allow = move |meta: &Metadata<'_>| {
+            bridge_log.would_enable(meta.target(), meta.level()) && !filters::is_sdk_diagnostic(meta)
+        };
+        layers.push(Gate::new(bridge, allow).boxed());
         global::set_tracer_provider(providers.tracer.clone());
         global::set_meter_provider(providers.meter.clone());
         process_metrics::register();
         Some(providers)
     };
-    tracing_subscriber::registry().with(layers).try_init()?;
+    tracing_subscriber::registry().with(filters::global(&log)).with(layers).try_init()?;
     Ok(TelemetryGuard { providers })
 }
 
@@ -228,41 +236,17 @@ fn resource(settings: &Settings, service: ServiceInfo) -> Resource {
     builder.build()
 }
 
-/// `RUST_LOG` (default `info`) with the given targets turned off.
-fn env_filter(off: &[&str]) -> EnvFilter {
-    off.iter().fold(
-        EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy(),
-        |filter, target| match format!("{target}=off").parse() {
-            Ok(directive) => filter.add_directive(directive),
-            Err(_) => filter,
-        },
-    )
-}
+/// The subscriber under the output layers: the registry behind the global filter.
+type Base = Layered<Targets, Registry>;
 
-fn stdout_layer(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
-    let filter = env_filter(&[]).and(filter_fn(throttle_sdk_diagnostics));
+fn stdout_layer(format: LogFormat, log: Targets, stderr: bool) -> Box<dyn Layer<Base> + Send + Sync> {
+    let allow = move |meta: &Metadata<'_>| {
+        log.would_enable(meta.target(), meta.level()) && filters::throttle_sdk_diagnostics(meta)
+    };
+    let writer = if stderr { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer().event_format(JsonLines).with_filter(filter).boxed(),
-        LogFormat::Text => {
-            tracing_subscriber::fmt::layer().fmt_fields(RedactingFields::default()).with_filter(filter).boxed()
-        }
-    }
-}
-
-/// Lets each OpenTelemetry SDK diagnostic (e.g. "export failed") print at most once per
-/// [`DIAGNOSTIC_INTERVAL`], so a dead collector is visible but does not flood stdout.
-fn throttle_sdk_diagnostics(meta: &Metadata<'_>) -> bool {
-    static LAST: LazyLock<Mutex<HashMap<tracing::callsite::Identifier, Instant>>> = LazyLock::new(Default::default);
-    if !meta.is_event() || !meta.target().starts_with("opentelemetry") {
-        return true;
-    }
-    let Ok(mut last) = LAST.lock() else { return true };
-    let now = Instant::now();
-    match last.get(&meta.callsite()) {
-        Some(at) if now.duration_since(*at) < DIAGNOSTIC_INTERVAL => false,
-        _ => {
-            last.insert(meta.callsite(), now);
-            true
-        }
+        LogFormat::Json => Gate::new(layer.event_format(JsonLines), allow).boxed(),
+        LogFormat::Text => Gate::new(layer.fmt_fields(RedactingFields::default()), allow).boxed(),
     }
 }

@@ -7,6 +7,7 @@
 //!   fresh database per test.
 //! - [`OtlpReceiver`]: OTLP/gRPC and OTLP/HTTP in the test process; spans, log records
 //!   and metrics decoded into the [`model`] types, with bounded waits.
+//! - [`ChatStack`]: all of the above plus the project's binaries and `chat-cli`.
 //! - [`ChildProcess`]: a spawned binary whose output is captured for failure messages and
 //!   which is killed on drop, even when the test panics.
 //!
@@ -18,6 +19,7 @@ mod nats;
 mod paths;
 mod postgres;
 mod process;
+mod stack;
 
 pub mod model;
 pub mod otlp;
@@ -28,6 +30,7 @@ pub use otlp::OtlpReceiver;
 pub use paths::{cargo_bin, workspace_root};
 pub use postgres::{Postgres, TestDatabase};
 pub use process::ChildProcess;
+pub use stack::{ChatStack, CliRun, Service};
 
 /// Errors are reported as readable strings: tests print them and fail.
 pub type HarnessResult<T> = Result<T, String>;

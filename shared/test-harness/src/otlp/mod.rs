@@ -82,6 +82,9 @@ impl OtlpReceiver {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", self.grpc_endpoint().as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            // Tests count every span: a queue that never overflows.
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "65536"),
             ("OTEL_BLRP_SCHEDULE_DELAY", "100"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
             ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),

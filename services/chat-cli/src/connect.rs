@@ -1,0 +1,76 @@
+//! The NATS connection of the CLI, and the CLI's errors with their exit codes.
+
+use std::time::Duration;
+
+use async_nats::ConnectErrorKind;
+
+use crate::Cli;
+
+/// What went wrong, in words a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// NATS is not reachable.
+    #[error("cannot reach NATS at {url}: {reason} (is it running? `make up` starts it)")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// What the client saw.
+        reason: String,
+    },
+    /// The server (or its auth callout) refused the credentials.
+    #[error("NATS refused the login: {0} (is your token valid and not expired? try `chat-cli login`)")]
+    AuthRefused(String),
+    /// Invalid room or user name, or other bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The server refused a publish or subscribe (permissions).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// Nobody serves the subject.
+    #[error("no service answers {0} (is history-service running?)")]
+    NoResponders(String),
+    /// No answer in time.
+    #[error("{0} timed out after {1:?}")]
+    Timeout(String, Duration),
+    /// The service answered with an error.
+    #[error("{service} answered {code}: {message}")]
+    Service {
+        /// Which request.
+        service: String,
+        /// `Nats-Service-Error-Code`.
+        code: String,
+        /// `Nats-Service-Error`.
+        message: String,
+    },
+    /// Any other NATS or JetStream failure.
+    #[error("{0}")]
+    Nats(String),
+}
+
+impl CliError {
+    /// 1 for failures of the operation, 2 for bad input, 3 for refused credentials or permissions.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Invalid(_) => 2,
+            Self::AuthRefused(_) | Self::PermissionDenied(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+pub(crate) async fn connect(cli: &Cli) -> Result<async_nats::Client, CliError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name("chat-cli")
+        .connection_timeout(cli.timeout)
+        .request_timeout(Some(cli.timeout))
+        .max_reconnects(3);
+    if let Some(token) = &cli.token {
+        options = options.token(token.expose().to_owned());
+    }
+    options.connect(&cli.nats_url).await.map_err(|e| match e.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            CliError::AuthRefused(e.to_string())
+        }
+        _ => CliError::Unreachable { url: cli.nats_url.clone(), reason: e.to_string() },
+    })
+}

@@ -1,0 +1,82 @@
+//! `chat-cli history`: a traced request (CLIENT span) to `chat.history.<room>`; prints
+//! each message with the trace it was sent in, so a stored message leads to its trace.
+
+use async_nats::HeaderMap;
+use chat_protocol::{HISTORY_TEMPLATE, HistoryReply, HistoryRequest, history_subject};
+use opentelemetry::trace::TraceContextExt as _;
+use serde_json::json;
+use telemetry::{MessageRef, Peer, inject_span, record_failure, request_span};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::links::trace_url;
+use crate::output::Output;
+use crate::{Cli, CliError};
+
+/// Arguments of `history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Room name.
+    pub room: String,
+    /// How many messages (1 to 500, default 50).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Only messages with a stream sequence below this one.
+    #[arg(long)]
+    pub before: Option<i64>,
+}
+
+pub(crate) async fn history(
+    client: &async_nats::Client,
+    cli: &Cli,
+    args: &HistoryArgs,
+    out: &Output,
+) -> Result<(), CliError> {
+    let subject = history_subject(&args.room).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let body = serde_json::to_vec(&HistoryRequest { limit: args.limit, before: args.before })
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let peer = Peer::from_url(&cli.nats_url);
+    let span = request_span(
+        &MessageRef { subject: &subject, template: HISTORY_TEMPLATE, message_id: None, body_size: body.len() },
+        &peer,
+    );
+    let mut headers = HeaderMap::new();
+    inject_span(&span, &mut headers);
+    let trace_id = span.context().span().span_context().trace_id().to_string();
+    let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(cli.timeout));
+    let reply = client.send_request(subject.clone(), request).instrument(span.clone()).await.map_err(|e| {
+        record_failure(&span, "request_failed", &e.to_string());
+        match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => CliError::NoResponders(subject.clone()),
+            async_nats::RequestErrorKind::TimedOut => {
+                CliError::Timeout(format!("history request to {subject}"), cli.timeout)
+            }
+            _ => CliError::Nats(format!("history request failed: {e}")),
+        }
+    })?;
+    if let Some(code) = reply.headers.as_ref().and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE)) {
+        let message = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        record_failure(&span, "service_error", &message);
+        return Err(CliError::Service { service: subject, code: code.as_str().to_owned(), message });
+    }
+    let reply: HistoryReply =
+        serde_json::from_slice(&reply.payload).map_err(|e| CliError::Nats(format!("unreadable history reply: {e}")))?;
+    out.result(
+        &format!("history of {} ({} messages)", reply.room, reply.messages.len()),
+        &trace_id,
+        json!({ "room": reply.room, "count": reply.messages.len() }),
+    );
+    for m in &reply.messages {
+        let link = m.trace_id.as_deref().map(|t| trace_url(out.grafana(), t)).unwrap_or_default();
+        out.line(
+            &format!("#{} {} {}: {}\n  trace_id={} {link}", m.seq, m.sent_at, m.user, m.text, m.trace_id.as_deref().unwrap_or("-")),
+            &json!({ "seq": m.seq, "user": m.user, "text": m.text, "sent_at": m.sent_at, "trace_id": m.trace_id, "trace_url": link }),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! chat-cli plays the chat front end: every command starts (or continues) a trace,
+//! prints its trace id with a Grafana link, and exits non-zero on failure.
+//!
+//! Layout: `connect` (NATS connection and errors), `send` (JetStream publish with trace
+//! context), `history` (traced request/reply), `links` (Grafana URLs), `output`.
+
+mod connect;
+mod history;
+mod links;
+mod output;
+mod send;
+
+use std::time::Duration;
+
+use telemetry::Secret;
+
+pub use connect::CliError;
+
+/// Command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "chat-cli", version, about = "Demo chat client: send, read history; every command is traced")]
+pub struct Cli {
+    /// NATS server URL.
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Connect token (an OIDC access token, checked by the auth callout).
+    #[arg(long, global = true, env = "CHAT_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+    /// Your user name: messages go to chat.msg.<room>.<user>.
+    #[arg(long, global = true, env = "CHAT_USER", default_value = "alice")]
+    pub user: String,
+    /// Grafana base URL for trace links.
+    #[arg(long, global = true, env = "GRAFANA_URL", default_value = "http://localhost:3001")]
+    pub grafana_url: String,
+    /// Print JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to wait for NATS to answer.
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Publish a message to chat.msg.<room>.<user> (stored by persist-worker).
+    Send(send::SendArgs),
+    /// Read the newest messages of a room, each with the trace it was sent in.
+    History(history::HistoryArgs),
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let client = connect::connect(&cli).await?;
+    let out = output::Output::new(cli.json, &cli.grafana_url);
+    let result = match &cli.command {
+        Command::Send(args) => send::send(&client, &cli, args, &out).await,
+        Command::History(args) => history::history(&client, &cli, args, &out).await,
+    };
+    let _ = client.flush().await;
+    result
+}

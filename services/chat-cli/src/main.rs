@@ -1,0 +1,29 @@
+//! chat-cli: the demo chat client. See the library docs.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = chat_cli::Cli::parse();
+    // stdout carries the results (and --json); log lines go to stderr.
+    let service =
+        telemetry::ServiceInfo { default_log_filter: "warn", log_to_stderr: true, ..telemetry::service_info!() };
+    let guard = match telemetry::init(service) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("chat-cli: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = chat_cli::run(cli).await;
+    guard.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat-cli: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

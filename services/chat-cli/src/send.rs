@@ -1,0 +1,176 @@
+//! `chat-cli send`: publish messages with a PRODUCER span each, trace context in the
+//! headers, a `Nats-Msg-Id` for JetStream de-duplication, and wait for the stream's ack.
+
+use async_nats::HeaderMap;
+use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, message_subject};
+use futures::StreamExt as _;
+use opentelemetry::trace::TraceContextExt as _;
+use serde_json::json;
+use telemetry::{MessageRef, Peer, extract_context, inject_span, publish_span, record_failure};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::output::Output;
+use crate::{Cli, CliError};
+
+/// Arguments of `send`.
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// Room name.
+    pub room: String,
+    /// Message text.
+    pub text: String,
+    /// How many copies to send (each its own trace).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Publishes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Ask the worker to act out a fault (honoured only with DEMO_FAULTS=true).
+    #[arg(long, value_enum)]
+    pub fault: Option<FaultArg>,
+    /// Nats-Msg-Id (with --count, "-<n>" is appended); the same id twice is stored once.
+    #[arg(long)]
+    pub msg_id: Option<String>,
+    /// Continue this W3C trace instead of starting a new one.
+    #[arg(long)]
+    pub traceparent: Option<String>,
+    /// Publish without a caller span: the publish span itself is the trace root.
+    #[arg(long)]
+    pub no_caller_span: bool,
+}
+
+/// Demo faults, as flags.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FaultArg {
+    /// First delivery fails, redelivery succeeds.
+    FailOnce,
+    /// First delivery outlives the processing deadline.
+    Slow,
+    /// Never succeeds: dead-lettered.
+    Poison,
+    /// The worker aborts after commit, before ack.
+    CrashAfterCommit,
+}
+
+impl From<FaultArg> for DemoFault {
+    fn from(f: FaultArg) -> Self {
+        match f {
+            FaultArg::FailOnce => Self::FailOnce,
+            FaultArg::Slow => Self::Slow,
+            FaultArg::Poison => Self::Poison,
+            FaultArg::CrashAfterCommit => Self::CrashAfterCommit,
+        }
+    }
+}
+
+pub(crate) async fn send(
+    client: &async_nats::Client,
+    cli: &Cli,
+    args: &SendArgs,
+    out: &Output,
+) -> Result<(), CliError> {
+    let subject = message_subject(&args.room, &cli.user).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let peer = Peer::from_url(&cli.nats_url);
+    let body = serde_json::to_vec(&ChatMessage {
+        text: args.text.clone(),
+        sent_at_ms: Some(now_ms()),
+        demo_fault: args.fault.map(DemoFault::from),
+    })
+    .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let ids: Vec<String> = (0..args.count)
+        .map(|i| match (&args.msg_id, args.count) {
+            (Some(id), 1) => id.clone(),
+            (Some(id), _) => format!("{id}-{i}"),
+            (None, _) => format!("{run_id}-{i}"),
+        })
+        .collect();
+    let publishes = futures::stream::iter(ids).map(|id| publish_one(&js, &peer, &subject, id, &body, args, cli));
+    let mut results = publishes.buffer_unordered(args.concurrency.max(1));
+    let mut failures = Vec::new();
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(sent) => out.result(
+                &format!("sent {subject} seq={}{}", sent.seq, if sent.duplicate { " (duplicate)" } else { "" }),
+                &sent.trace_id,
+                json!({ "subject": subject, "seq": sent.seq, "duplicate": sent.duplicate, "msg_id": sent.msg_id }),
+            ),
+            Err(error) => failures.push(error),
+        }
+    }
+    match failures.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+struct Sent {
+    seq: u64,
+    duplicate: bool,
+    msg_id: String,
+    trace_id: String,
+}
+
+async fn publish_one(
+    js: &async_nats::jetstream::Context,
+    peer: &Peer,
+    subject: &str,
+    msg_id: String,
+    body: &[u8],
+    args: &SendArgs,
+    cli: &Cli,
+) -> Result<Sent, CliError> {
+    let caller = if args.no_caller_span { tracing::Span::none() } else { tracing::info_span!("send message") };
+    if let Some(traceparent) = &args.traceparent {
+        let mut headers = HeaderMap::new();
+        let value = traceparent
+            .parse::<async_nats::HeaderValue>()
+            .map_err(|_| CliError::Invalid("bad --traceparent".into()))?;
+        headers.insert(telemetry::TRACEPARENT, value);
+        let _ = caller.set_parent(extract_context(Some(&headers)));
+    }
+    let span = caller.in_scope(|| {
+        publish_span(
+            &MessageRef { subject, template: MESSAGE_TEMPLATE, message_id: Some(&msg_id), body_size: body.len() },
+            peer,
+        )
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+    inject_span(&span, &mut headers);
+    let trace_id = span.context().span().span_context().trace_id().to_string();
+    let result = async {
+        let ack = js.publish_with_headers(subject.to_owned(), headers, body.to_vec().into()).await?;
+        tokio::time::timeout(cli.timeout, ack).await.map_err(|_| {
+            async_nats::jetstream::context::PublishError::from(
+                async_nats::jetstream::context::PublishErrorKind::TimedOut,
+            )
+        })?
+    }
+    .instrument(span.clone())
+    .await;
+    match result {
+        Ok(ack) => Ok(Sent { seq: ack.sequence, duplicate: ack.duplicate, msg_id, trace_id }),
+        Err(error) => {
+            record_failure(&span, "publish_failed", &error.to_string());
+            Err(match error.kind() {
+                async_nats::jetstream::context::PublishErrorKind::TimedOut => {
+                    CliError::Timeout(format!("publish to {subject}"), cli.timeout)
+                }
+                async_nats::jetstream::context::PublishErrorKind::StreamNotFound => {
+                    CliError::NoResponders(format!("{subject} (no stream stores it; is persist-worker set up?)"))
+                }
+                _ => CliError::Nats(format!("publish to {subject} failed: {error}")),
+            })
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

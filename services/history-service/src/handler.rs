@@ -1,0 +1,115 @@
+//! One history request: SERVER span (parent from the request headers), validation,
+//! query, reply; errors as NATS service errors (`Nats-Service-Error[-Code]`).
+
+use std::time::Instant;
+
+use async_nats::service::Request;
+use async_nats::service::error::Error as ServiceError;
+use chat_protocol::{
+    DEFAULT_HISTORY_LIMIT, HISTORY_QUEUE_GROUP, HISTORY_TEMPLATE, HistoryReply, HistoryRequest, MAX_HISTORY_LIMIT,
+    parse_history_subject,
+};
+use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::{KeyValue, global};
+use telemetry::{MessageRef, Peer, record_failure, server_span};
+use tracing::Instrument as _;
+
+use crate::query::History;
+
+/// Handles requests; shared by all concurrent requests.
+#[derive(Debug)]
+pub(crate) struct Handler {
+    history: History,
+    peer: Peer,
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+}
+
+/// A request that cannot be answered with messages.
+#[derive(Debug)]
+struct Failure {
+    code: usize,
+    result: &'static str,
+    message: String,
+}
+
+impl Handler {
+    pub(crate) fn new(history: History, peer: Peer) -> Self {
+        let meter = global::meter("history-service");
+        Self {
+            history,
+            peer,
+            requests: meter
+                .u64_counter("history.requests")
+                .with_unit("{request}")
+                .with_description("History requests, by result")
+                .build(),
+            duration: meter
+                .f64_histogram("history.request.duration")
+                .with_unit("s")
+                .with_description("Time to answer a history request")
+                .with_boundaries(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+                .build(),
+        }
+    }
+
+    pub(crate) async fn handle(&self, request: Request) {
+        let started = Instant::now();
+        let message = &request.message;
+        let span = server_span(
+            &MessageRef {
+                subject: &message.subject,
+                template: HISTORY_TEMPLATE,
+                message_id: None,
+                body_size: message.payload.len(),
+            },
+            message.headers.as_ref(),
+            HISTORY_QUEUE_GROUP,
+            &self.peer,
+        );
+        let answer = self.answer(message).instrument(span.clone()).await;
+        let result = match answer {
+            Ok(reply) => {
+                let body = serde_json::to_vec(&reply).unwrap_or_default();
+                if let Err(error) = request.respond(Ok(body.into())).instrument(span.clone()).await {
+                    span.in_scope(|| tracing::warn!(%error, "reply not sent"));
+                }
+                "ok"
+            }
+            Err(failure) => {
+                record_failure(&span, failure.result, &failure.message);
+                span.in_scope(
+                    || tracing::info!(code = failure.code, reason = %failure.message, "history request refused"),
+                );
+                let error = ServiceError { status: failure.message, code: failure.code };
+                if let Err(error) = request.respond(Err(error)).instrument(span.clone()).await {
+                    span.in_scope(|| tracing::warn!(%error, "error reply not sent"));
+                }
+                failure.result
+            }
+        };
+        let attributes = [KeyValue::new("result", result)];
+        self.requests.add(1, &attributes);
+        self.duration.record(started.elapsed().as_secs_f64(), &attributes);
+    }
+
+    async fn answer(&self, message: &async_nats::Message) -> Result<HistoryReply, Failure> {
+        let bad_request = |message: String| Failure { code: 400, result: "bad_request", message };
+        let room = parse_history_subject(&message.subject).map_err(|e| bad_request(e.to_string()))?;
+        let request: HistoryRequest = if message.payload.iter().all(u8::is_ascii_whitespace) {
+            HistoryRequest::default()
+        } else {
+            serde_json::from_slice(&message.payload)
+                .map_err(|e| bad_request(format!("request is not a history request: {:?} error", e.classify())))?
+        };
+        let limit = request.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+        if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+            return Err(bad_request(format!("limit must be between 1 and {MAX_HISTORY_LIMIT}")));
+        }
+        let messages = self.history.newest(room, request.before, limit).await.map_err(|error| {
+            tracing::warn!(%error, "history query failed");
+            Failure { code: 503, result: "error", message: "history is unavailable, try again".to_owned() }
+        })?;
+        Ok(HistoryReply { room: room.to_owned(), messages })
+    }
+}

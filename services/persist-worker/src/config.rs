@@ -1,0 +1,153 @@
+//! Settings, from flags or environment variables (`persist-worker --help` lists them).
+
+use std::time::Duration;
+
+use telemetry::{HealthArgs, Secret};
+
+/// Command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "persist-worker", version, about = "Stores chat messages from JetStream in PostgreSQL")]
+pub struct Cli {
+    /// What to do (default: run the worker).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Worker settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Probe a running worker's /readyz (exit 0 when ready); for container healthchecks.
+    Healthcheck,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS user (the `persist` service user bypasses the auth callout).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://chat@127.0.0.1:5432/chat")]
+    pub database_url: Secret,
+    /// Database connections.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4)]
+    pub db_pool_size: u32,
+    /// How long the server waits for an ack before redelivering.
+    #[arg(long, env = "ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+    /// Deliveries per message before it is dead-lettered.
+    #[arg(long, env = "MAX_DELIVER", default_value_t = 5)]
+    pub max_deliver: i64,
+    /// Server-side redelivery delays after ack-wait timeouts, comma separated (e.g.
+    /// "1s,5s,30s"); empty: every timeout waits ACK_WAIT. Overrides ACK_WAIT with its first value.
+    #[arg(long, env = "BACKOFF", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    pub backoff: Vec<Duration>,
+    /// Delay of the first nak; doubles per delivery, capped at NAK_DELAY_MAX.
+    #[arg(long, env = "NAK_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub nak_delay: Duration,
+    /// Longest nak delay.
+    #[arg(long, env = "NAK_DELAY_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub nak_delay_max: Duration,
+    /// Messages per insert statement.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// How long to wait for a batch to fill once its first message arrived.
+    #[arg(long, env = "BATCH_WAIT", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub batch_wait: Duration,
+    /// Batches processed concurrently (hides commit latency).
+    #[arg(long, env = "IN_FLIGHT_BATCHES", default_value_t = 2)]
+    pub in_flight_batches: usize,
+    /// Deadline of one processing attempt; past it the attempt ends `ERROR`/`Timeout` and is nak'd.
+    #[arg(long, env = "PROCESSING_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub processing_deadline: Duration,
+    /// Honour per-message demo fault requests (fail_once, slow, poison, crash_after_commit).
+    #[arg(long, env = "DEMO_FAULTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub demo_faults: bool,
+    /// Health endpoints.
+    #[command(flatten)]
+    pub health: HealthArgs,
+}
+
+/// Settings that contradict each other or the server's rules.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The server rejects a consumer whose backoff list is longer than `max_deliver`.
+    #[error("BACKOFF has {len} entries; it may have at most MAX_DELIVER ({max_deliver})")]
+    BackoffTooLong {
+        /// Entries given.
+        len: usize,
+        /// The limit.
+        max_deliver: i64,
+    },
+    /// A count that must be positive.
+    #[error("{0} must be at least 1")]
+    NotPositive(&'static str),
+}
+
+impl Config {
+    /// Checks the settings before anything connects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_deliver < 1 {
+            return Err(ConfigError::NotPositive("MAX_DELIVER"));
+        }
+        if self.batch_size == 0 {
+            return Err(ConfigError::NotPositive("BATCH_SIZE"));
+        }
+        if self.in_flight_batches == 0 {
+            return Err(ConfigError::NotPositive("IN_FLIGHT_BATCHES"));
+        }
+        if self.backoff.len() as i64 > self.max_deliver {
+            return Err(ConfigError::BackoffTooLong { len: self.backoff.len(), max_deliver: self.max_deliver });
+        }
+        Ok(())
+    }
+
+    /// The nak delay for a delivery: `NAK_DELAY * 2^(delivery-1)`, capped.
+    pub fn nak_delay_for(&self, delivery: u64) -> Duration {
+        let factor = 1u32.checked_shl(delivery.saturating_sub(1).min(16) as u32).unwrap_or(u32::MAX);
+        self.nak_delay.saturating_mul(factor).min(self.nak_delay_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn config(args: &[&str]) -> Config {
+        Cli::try_parse_from([&["persist-worker"], args].concat()).expect("parses").config
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config(&[]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn backoff_longer_than_max_deliver_is_refused() {
+        let c = config(&["--max-deliver", "2", "--backoff", "1s,2s,3s"]);
+        assert_eq!(c.validate(), Err(ConfigError::BackoffTooLong { len: 3, max_deliver: 2 }));
+    }
+
+    #[test]
+    fn nak_delay_doubles_and_is_capped() {
+        let c = config(&["--nak-delay", "100ms", "--nak-delay-max", "1s"]);
+        let delays: Vec<_> = (1..=6).map(|d| c.nak_delay_for(d).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn the_database_url_never_prints() {
+        let c = config(&["--database-url", "postgres://u:hunter2@db/chat"]);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

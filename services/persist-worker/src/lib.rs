@@ -1,0 +1,130 @@
+//! persist-worker: a durable JetStream pull consumer that stores chat messages in
+//! PostgreSQL, traced from the producer's span to the database row.
+//!
+//! Layout:
+//! - [`config`]: every setting, from flags or environment (`--help` lists them).
+//! - `setup`: streams `CHAT`, `CHAT_DLQ` and the durable consumer, created idempotently.
+//! - `store`: the `chat.messages` table (embedded migrations) and the batched insert.
+//! - `delivery`: one delivery -> span, validation, demo faults -> an [`Outcome`](delivery::Outcome).
+//! - `batch`: a batch of deliveries -> one INSERT -> ack / nak / term + dead letter.
+//! - `worker`: pulls batches, bounds batches in flight, drains on shutdown.
+//! - `metrics`: the counters and histogram of DESIGN.md 5.4.
+//!
+//! What happens to a message:
+//! - valid: inserted (idempotent on the stream sequence), acked after commit;
+//! - transient failure (database down or slow, deadline missed, demo fail-once): nak with
+//!   a delay growing per delivery; the redelivery is a new span in the same trace;
+//! - poison (undecodable, too large, invalid names, demo poison): published to
+//!   `chat.dlq.<room>` in the same trace, then terminated; never retried;
+//! - transient failure on the last allowed delivery: the same dead-letter path;
+//! - dead-letter publish failed: nak with delay, so nothing is lost.
+
+pub mod config;
+
+mod batch;
+mod delivery;
+mod metrics;
+mod setup;
+mod store;
+mod worker;
+
+pub use config::{Cli, Command, Config};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use telemetry::{Health, Peer};
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Invalid settings.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Could not connect to NATS.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The configured URL.
+        url: String,
+        /// The client error.
+        source: async_nats::ConnectError,
+    },
+    /// Streams or consumer could not be set up.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+    /// The database could not be reached or migrated.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The pull subscription failed for good.
+    #[error(transparent)]
+    Worker(#[from] worker::WorkerError),
+    /// The health endpoint could not bind.
+    #[error("cannot serve health on {addr}: {source}")]
+    Health {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the worker until `shutdown` completes, then stops pulling, finishes the batches
+/// in flight (commit + ack, or nak) and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let client = connect(&config).await?;
+    let store = store::Store::connect(&config.database_url, config.db_pool_size).await?;
+    store.migrate().await?;
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let consumer = setup::ensure_stream_and_consumer(&jetstream, &config).await?;
+
+    let health = Health::new()
+        .with_check("nats", {
+            let client = client.clone();
+            move || {
+                let state = client.connection_state();
+                async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("NATS {other}")),
+                    }
+                }
+            }
+        })
+        .with_check("database", {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move { store.ping().await }
+            }
+        });
+    let listener = tokio::net::TcpListener::bind(config.health.health_addr)
+        .await
+        .map_err(|source| Error::Health { addr: config.health.health_addr, source })?;
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health_task = tokio::spawn(health.serve(listener, async {
+        let _ = health_stopped.await;
+    }));
+
+    let processor = batch::Processor::new(jetstream, store, Arc::clone(&config), Peer::from_url(&config.nats_url));
+    tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "persist-worker started");
+    let result = worker::run(consumer, processor, &config, shutdown).await;
+    let _ = stop_health.send(());
+    let _ = health_task.await;
+    // Acks and dead letters are in the client's buffer: flush before the process exits.
+    let _ = client.flush().await;
+    tracing::info!("persist-worker stopped");
+    Ok(result?)
+}
+
+async fn connect(config: &Config) -> Result<async_nats::Client, Error> {
+    let mut options = async_nats::ConnectOptions::new().name("persist-worker").retry_on_initial_connect();
+    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    let url = config.nats_url.clone();
+    let connecting = options.connect(&url);
+    // retry_on_initial_connect makes connect() return at once; readiness waits for the link.
+    connecting.await.map_err(|source| Error::Connect { url, source })
+}

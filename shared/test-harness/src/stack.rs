@@ -1,0 +1,138 @@
+//! `spawn_app` for this project: a real nats-server, a fresh PostgreSQL database and an
+//! OTLP receiver, plus helpers that start the real service binaries and run `chat-cli`
+//! against them with the right environment.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::paths::cargo_bin;
+use crate::{ChildProcess, HarnessResult, NatsServer, OtlpReceiver, Postgres, TestDatabase, free_port, http};
+
+/// The servers one test runs against.
+#[derive(Debug)]
+pub struct ChatStack {
+    /// nats-server with JetStream.
+    pub nats: NatsServer,
+    /// PostgreSQL (owned by the stack so it can be stopped and started).
+    pub postgres: Postgres,
+    /// This test's database.
+    pub db: TestDatabase,
+    /// Where every service exports.
+    pub otlp: OtlpReceiver,
+}
+
+/// A running service binary with its health port.
+#[derive(Debug)]
+pub struct Service {
+    /// The process.
+    pub process: ChildProcess,
+    /// Port of `/healthz` and `/readyz` on 127.0.0.1.
+    pub health_port: u16,
+}
+
+impl Service {
+    /// The status code of `GET /readyz`, if the service answers.
+    pub async fn readyz(&self) -> Option<u16> {
+        http::get_status(self.health_port, "/readyz").await
+    }
+
+    /// Waits (bounded) until `/readyz` answers `status`.
+    pub async fn wait_readyz(&mut self, status: u16, timeout: Duration) -> HarnessResult<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.readyz().await == Some(status) {
+                return Ok(());
+            }
+            if let Some(exit) = self.process.exit_status() {
+                return Err(format!("service exited ({exit}) before /readyz was {status}:\n{}", self.process.output()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("/readyz not {status} within {timeout:?}:\n{}", self.process.output()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What a `chat-cli` run printed.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Results (JSON lines with `--json`).
+    pub stdout: String,
+    /// Log lines and errors.
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// The stdout lines that parse as JSON objects.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+impl ChatStack {
+    /// Starts nats-server, PostgreSQL (with a fresh database) and the OTLP receiver.
+    pub async fn start() -> HarnessResult<Self> {
+        let nats = NatsServer::start().await?;
+        let postgres = Postgres::start()?;
+        let db = postgres.create_database()?;
+        let otlp = OtlpReceiver::start().await?;
+        Ok(Self { nats, postgres, db, otlp })
+    }
+
+    /// A command for workspace binary `bin`, exporting to the receiver as `bin`, with
+    /// `NATS_URL`, `DATABASE_URL` and a free `HEALTH_ADDR`.
+    pub fn service_command(&self, bin: &str, health_port: u16) -> Command {
+        let mut cmd = Command::new(cargo_bin(bin));
+        cmd.envs(self.otlp.env())
+            .env("OTEL_SERVICE_NAME", bin)
+            .env("RUST_LOG", "info")
+            .env("NATS_URL", self.nats.url())
+            .env("DATABASE_URL", &self.db.url)
+            .env("HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
+        cmd
+    }
+
+    /// Starts a service binary with extra environment and waits until it is ready.
+    pub async fn spawn_service(&self, bin: &str, env: &[(&str, &str)]) -> HarnessResult<Service> {
+        let health_port = free_port();
+        let mut cmd = self.service_command(bin, health_port);
+        cmd.envs(env.iter().copied());
+        let mut service = Service { process: ChildProcess::spawn(bin, cmd)?, health_port };
+        service.wait_readyz(200, Duration::from_secs(30)).await?;
+        Ok(service)
+    }
+
+    /// Runs `chat-cli <args>` to completion (bounded by 120 s).
+    pub async fn cli(&self, args: &[&str]) -> HarnessResult<CliRun> {
+        let mut cmd = tokio::process::Command::new(cargo_bin("chat-cli"));
+        cmd.envs(self.otlp.env())
+            .env("OTEL_SERVICE_NAME", "chat-cli")
+            .env("NATS_URL", self.nats.url())
+            .args(args)
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .map_err(|_| format!("chat-cli {args:?} did not finish within 120 s"))?
+            .map_err(|e| format!("chat-cli: {e}"))?;
+        Ok(CliRun {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+
+    /// Runs `chat-cli --json <args>`, requires exit 0, and returns its JSON lines.
+    pub async fn cli_ok(&self, args: &[&str]) -> HarnessResult<Vec<serde_json::Value>> {
+        let run = self.cli(&[&["--json"], args].concat()).await?;
+        if run.code != Some(0) {
+            return Err(format!(
+                "chat-cli {args:?} exited {:?}\nstdout:\n{}\nstderr:\n{}",
+                run.code, run.stdout, run.stderr
+            ));
+        }
+        Ok(run.json_lines())
+    }
+}
