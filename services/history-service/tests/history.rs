@@ -1,0 +1,161 @@
+//! history-service with persist-worker on a real nats-server and PostgreSQL: the request
+//! trace, error replies, and the metrics of both services as exported over OTLP.
+
+use std::time::{Duration, Instant};
+
+use test_harness::model::{AttributesExt as _, SpanKind, StatusCode};
+use test_harness::otlp::latest_sum;
+use test_harness::trace::assert_kind;
+use test_harness::{ChatStack, Service};
+
+const WAIT: Duration = Duration::from_secs(30);
+const WORKER_ENV: &[(&str, &str)] = &[("DEMO_FAULTS", "true"), ("NAK_DELAY", "100ms")];
+
+async fn spawn() -> (ChatStack, Service, Service) {
+    let stack = ChatStack::start().await.expect("stack");
+    let worker = stack.spawn_service("persist-worker", WORKER_ENV).await.expect("worker");
+    let history = stack.spawn_service("history-service", &[]).await.expect("history");
+    (stack, worker, history)
+}
+
+/// Sends `n` messages and waits until history returns all of them.
+async fn send_and_wait(stack: &ChatStack, n: usize) -> Vec<serde_json::Value> {
+    let sent = stack.cli_ok(&["send", "general", "hello", "--count", &n.to_string()]).await.expect("send");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = stack.cli_ok(&["history", "general"]).await.expect("history");
+        if lines.len() > n {
+            return sent;
+        }
+        assert!(Instant::now() < deadline, "history never showed {n} messages: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_request_is_one_trace_client_server_db_and_answers_newest_first() {
+    let (stack, _worker, _history) = spawn().await;
+    let sent = send_and_wait(&stack, 3).await;
+
+    let lines = stack.cli_ok(&["history", "general", "--limit", "2"]).await.expect("history");
+    let trace_id = lines[0]["trace_id"].as_str().expect("request trace id").to_owned();
+    let messages = &lines[1..];
+    assert_eq!(messages.len(), 2);
+    let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, [3, 2], "newest first");
+    // Each stored message leads back to the trace it was sent in.
+    for m in messages {
+        let sent_trace = sent.iter().find(|s| s["seq"] == m["seq"]).map(|s| s["trace_id"].clone());
+        assert_eq!(Some(m["trace_id"].clone()), sent_trace);
+    }
+
+    let trace = stack.otlp.wait_for_spans_in_trace(&trace_id, "SELECT chat.messages", 1, WAIT).await.expect("trace");
+    let client = trace.one("request chat.history.*");
+    let server = trace.one("process chat.history.*");
+    let select = trace.one("SELECT chat.messages");
+    assert_kind(client, SpanKind::Client);
+    assert_kind(server, SpanKind::Server);
+    assert_kind(select, SpanKind::Client);
+    trace.assert_child_of(server, client);
+    trace.assert_child_of(select, server);
+    assert_eq!((client.service_name.as_str(), server.service_name.as_str()), ("chat-cli", "history-service"));
+    assert_eq!(server.attributes.str("messaging.destination.name"), Some("chat.history.general"));
+    assert_eq!(server.attributes.str("messaging.consumer.group.name"), Some("history"));
+    assert_eq!(select.attributes.int("db.response.returned_rows"), Some(2));
+    assert!(select.attributes.str("db.query.text").is_some_and(|q| q.contains("$1") && !q.contains("general")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_rooms_and_limits_get_service_errors_fast_never_a_timeout() {
+    let (stack, _worker, _history) = spawn().await;
+    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    for (subject, body, expected) in [
+        ("chat.history.BAD_ROOM", "", "invalid room name"),
+        ("chat.history.general", r#"{"limit":0}"#, "limit must be between 1 and 500"),
+        ("chat.history.general", r#"{"limit":501}"#, "limit must be between 1 and 500"),
+        ("chat.history.general", "not json", "request is not a history request"),
+    ] {
+        let started = Instant::now();
+        let reply = client.request(subject, body.into()).await.expect("an answer, not a timeout");
+        assert!(started.elapsed() < Duration::from_secs(2), "{subject} took {:?}", started.elapsed());
+        let headers = reply.headers.expect("error headers");
+        assert_eq!(headers.get("Nats-Service-Error-Code").map(|v| v.as_str()), Some("400"), "{subject} {body}");
+        let message = headers.get("Nats-Service-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
+        assert!(message.contains(expected), "{message:?}");
+    }
+
+    // The CLI turns the service error into a clear message and a non-zero exit.
+    let run = stack.cli(&["history", "general", "--limit", "900"]).await.expect("cli");
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("answered 400: limit must be between 1 and 500"), "{}", run.stderr);
+    let refused = stack.otlp.wait_for(WAIT, "a refused request span", |c| {
+        c.spans.iter().find(|s| s.name == "process chat.history.*" && s.status == StatusCode::Error).cloned()
+    });
+    assert_eq!(refused.await.expect("span").attributes.str("error.type"), Some("bad_request"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_services_export_the_documented_metrics() {
+    let (stack, _worker, _history) = spawn().await;
+    send_and_wait(&stack, 2).await;
+    stack.cli_ok(&["send", "general", "retry me", "--fault", "fail-once"]).await.expect("fail once");
+    stack.cli_ok(&["send", "general", "poison", "--fault", "poison"]).await.expect("poison");
+    let _ = stack.cli(&["history", "general", "--limit", "0"]).await;
+    // A hostile traceparent reaching the worker is counted by the propagation counter.
+    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", "00-zz-not-valid-01");
+    async_nats::jetstream::new(client)
+        .publish_with_headers("chat.msg.general.mallory", headers, r#"{"text":"x"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let expected = [
+        ("persist-worker", "messages.persisted", "{message}"),
+        ("persist-worker", "messages.persist.errors", "{error}"),
+        ("persist-worker", "messages.redelivered", "{message}"),
+        ("persist-worker", "messages.dead_lettered", "{message}"),
+        ("persist-worker", "messaging.nats.queue_wait", "s"),
+        ("persist-worker", "trace_context.propagation.failures", "{failure}"),
+        ("persist-worker", "process.cpu.time", "s"),
+        ("persist-worker", "process.memory.usage", "By"),
+        ("history-service", "history.requests", "{request}"),
+        ("history-service", "history.request.duration", "s"),
+        ("history-service", "process.cpu.time", "s"),
+    ];
+    let found = stack
+        .otlp
+        .wait_for(WAIT, "every documented metric", |c| {
+            let all = expected.iter().all(|(service, name, unit)| {
+                c.metrics.iter().any(|m| m.service_name == *service && m.name == *name && m.unit == *unit)
+            });
+            all.then(|| c.metrics.clone())
+        })
+        .await
+        .expect("metrics");
+    assert!(latest_sum(&found, "messages.persisted", &[]).is_some_and(|n| n >= 3.0));
+    assert!(latest_sum(&found, "messages.persist.errors", &[("error.type", "injected_failure")]).is_some());
+    assert!(latest_sum(&found, "messages.dead_lettered", &[]).is_some_and(|n| n >= 1.0));
+    assert!(latest_sum(&found, "history.requests", &[("result", "bad_request")]).is_some());
+    assert!(latest_sum(&found, "history.requests", &[("result", "ok")]).is_some());
+    let failures = latest_sum(&found, "trace_context.propagation.failures", &[("direction", "extract")]);
+    assert_eq!(failures, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_the_database() {
+    let (stack, mut worker, mut history) = spawn().await;
+    stack.postgres.stop_server().expect("stop postgres");
+    worker.wait_readyz(503, WAIT).await.expect("worker not ready");
+    history.wait_readyz(503, WAIT).await.expect("history not ready");
+    // Requests still get an answer: 503, not a timeout.
+    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let reply = client.request("chat.history.general", "".into()).await.expect("answer");
+    let code = reply.headers.and_then(|h| h.get("Nats-Service-Error-Code").map(|v| v.as_str().to_owned()));
+    assert_eq!(code.as_deref(), Some("503"));
+    stack.postgres.start_server().expect("start postgres");
+    worker.wait_readyz(200, WAIT).await.expect("worker ready");
+    history.wait_readyz(200, WAIT).await.expect("history ready");
+}
