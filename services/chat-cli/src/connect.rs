@@ -1,5 +1,6 @@
 //! The NATS connection of the CLI, and the CLI's errors with their exit codes.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
@@ -58,19 +59,44 @@ impl CliError {
     }
 }
 
-pub(crate) async fn connect(cli: &Cli) -> Result<async_nats::Client, CliError> {
+/// Errors the server sent asynchronously (e.g. a permissions violation on publish).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServerErrors(Arc<Mutex<Vec<String>>>);
+
+impl ServerErrors {
+    /// The first permissions violation the server reported, if any.
+    pub(crate) fn permission_violation(&self) -> Option<String> {
+        let errors = self.0.lock().ok()?;
+        errors.iter().find(|e| e.to_lowercase().contains("permissions violation")).cloned()
+    }
+}
+
+pub(crate) async fn connect(cli: &Cli) -> Result<(async_nats::Client, ServerErrors), CliError> {
+    let errors = ServerErrors::default();
+    let sink = errors.clone();
     let mut options = async_nats::ConnectOptions::new()
         .name("chat-cli")
         .connection_timeout(cli.timeout)
         .request_timeout(Some(cli.timeout))
-        .max_reconnects(3);
+        .max_reconnects(3)
+        .event_callback(move |event| {
+            let sink = sink.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event
+                    && let Ok(mut errors) = sink.0.lock()
+                {
+                    errors.push(error.to_string());
+                }
+            }
+        });
     if let Some(token) = &cli.token {
         options = options.token(token.expose().to_owned());
     }
-    options.connect(&cli.nats_url).await.map_err(|e| match e.kind() {
+    let client = options.connect(&cli.nats_url).await.map_err(|e| match e.kind() {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             CliError::AuthRefused(e.to_string())
         }
         _ => CliError::Unreachable { url: cli.nats_url.clone(), reason: e.to_string() },
-    })
+    })?;
+    Ok((client, errors))
 }

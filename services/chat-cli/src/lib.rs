@@ -54,12 +54,18 @@ pub enum Command {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let client = connect::connect(&cli).await?;
+    let (client, server_errors) = connect::connect(&cli).await?;
     let out = output::Output::new(cli.json, &cli.grafana_url);
     let result = match &cli.command {
         Command::Send(args) => send::send(&client, &cli, args, &out).await,
         Command::History(args) => history::history(&client, &cli, args, &out).await,
     };
     let _ = client.flush().await;
-    result
+    // A refused publish or subscribe only shows up as a timeout; say what really happened.
+    match (result, server_errors.permission_violation()) {
+        (Err(CliError::Timeout(..) | CliError::NoResponders(..)), Some(violation)) => {
+            Err(CliError::PermissionDenied(violation))
+        }
+        (result, _) => result,
+    }
 }

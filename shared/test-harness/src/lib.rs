@@ -22,6 +22,7 @@ mod process;
 mod stack;
 
 pub mod model;
+pub mod oidc;
 pub mod otlp;
 pub mod trace;
 

@@ -30,8 +30,9 @@ impl NatsServer {
     }
 
     /// Runs with `config` (e.g. the project's `nats/nats.conf`) and extra environment
-    /// variables for its `$VAR` references. Listen and monitoring ports and the JetStream
-    /// store dir are set on the command line, which overrides the file.
+    /// variables for its `$VAR` references. Listen and monitoring ports are set on the
+    /// command line, which overrides the file; the JetStream store dir is a temp dir passed
+    /// as `NATS_STORE_DIR`.
     pub async fn start_with(config: Option<&Path>, envs: Vec<(String, String)>) -> HarnessResult<Self> {
         let bin = find_program("NATS_SERVER_BIN", "nats-server").ok_or(
             "nats-server not found: run scripts/test-deps.sh (installs nats-server 2.12.8 into .tools/) \
@@ -55,14 +56,13 @@ impl NatsServer {
     /// Starts the server (again) on the same ports and store, e.g. after [`Self::stop`].
     pub async fn start_again(&mut self) -> HarnessResult<()> {
         let mut cmd = Command::new(&self.bin);
-        if let Some(config) = &self.config {
-            cmd.arg("-c").arg(config);
-        }
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
-            .arg("-js")
-            .arg("-sd")
-            .arg(self.dir.path())
-            .envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()]);
+        match &self.config {
+            // The project's config sets `store_dir: $NATS_STORE_DIR` (a second -sd is an error).
+            Some(config) => cmd.arg("-c").arg(config).env("NATS_STORE_DIR", self.dir.path()),
+            None => cmd.arg("-js").arg("-sd").arg(self.dir.path()),
+        };
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         let mut child = ChildProcess::spawn("nats-server", cmd)?;
         // /healthz on the monitoring port answers 200 once JetStream is ready too.
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -2,6 +2,7 @@
 //! OTLP receiver, plus helpers that start the real service binaries and run `chat-cli`
 //! against them with the right environment.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub struct ChatStack {
     pub db: TestDatabase,
     /// Where every service exports.
     pub otlp: OtlpReceiver,
+    /// With [`ChatStack::start_secured`]: the generated `.env` (keys and passwords).
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// A running service binary with its health port.
@@ -79,7 +82,30 @@ impl ChatStack {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self { nats, postgres, db, otlp })
+        Ok(Self { nats, postgres, db, otlp, secrets: BTreeMap::new() })
+    }
+
+    /// Like [`ChatStack::start`], but nats-server runs the project's `nats/nats.conf` with
+    /// keys and passwords fresh from `auth-service keygen`: clients need the auth callout,
+    /// services log in as their service users.
+    pub async fn start_secured() -> HarnessResult<Self> {
+        let out = Command::new(cargo_bin("auth-service")).arg("keygen").output().map_err(|e| format!("keygen: {e}"))?;
+        let secrets: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let env: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let config = crate::paths::workspace_root().join("nats/nats.conf");
+        let nats = NatsServer::start_with(Some(&config), env).await?;
+        let postgres = Postgres::start()?;
+        let db = postgres.create_database()?;
+        let otlp = OtlpReceiver::start().await?;
+        Ok(Self { nats, postgres, db, otlp, secrets })
+    }
+
+    fn secret(&self, key: &str) -> &str {
+        self.secrets.get(key).map_or("", String::as_str)
     }
 
     /// A command for workspace binary `bin`, exporting to the receiver as `bin`, with
@@ -92,6 +118,18 @@ impl ChatStack {
             .env("NATS_URL", self.nats.url())
             .env("DATABASE_URL", &self.db.url)
             .env("HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
+        if !self.secrets.is_empty() {
+            let (user, password) = match bin {
+                "auth-service" => ("auth", "NATS_AUTH_PASSWORD"),
+                "history-service" => ("history", "NATS_HISTORY_PASSWORD"),
+                _ => ("persist", "NATS_PERSIST_PASSWORD"),
+            };
+            cmd.env("NATS_USER", user).env("NATS_PASSWORD", self.secret(password));
+            if bin == "auth-service" {
+                cmd.env("AUTH_ACCOUNT_SEED", self.secret("AUTH_ACCOUNT_SEED"))
+                    .env("AUTH_XKEY_SEED", self.secret("AUTH_XKEY_SEED"));
+            }
+        }
         cmd
     }
 

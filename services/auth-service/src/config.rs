@@ -1,0 +1,71 @@
+//! Settings, from flags or environment variables (`auth-service --help` lists them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use telemetry::{HealthArgs, Secret};
+
+/// Command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "auth-service", version, about = "NATS auth callout: OIDC access token -> NATS user JWT")]
+pub struct Cli {
+    /// What to do (default: serve the callout).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Service settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Probe a running service's /readyz (exit 0 when ready); for container healthchecks.
+    Healthcheck,
+    /// Print fresh key material and passwords as .env lines (used by `make keys`).
+    Keygen,
+}
+
+/// Service settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS user of the callout service (listed in auth_callout.auth_users).
+    #[arg(long, env = "NATS_USER", default_value = "auth")]
+    pub nats_user: String,
+    /// Its password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+    /// Seed of the account key that signs user JWTs (its public key is auth_callout.issuer).
+    #[arg(long, env = "AUTH_ACCOUNT_SEED", hide_env_values = true)]
+    pub account_seed: Option<Secret>,
+    /// Seed of the curve key the server encrypts requests to (auth_callout.xkey); optional.
+    #[arg(long, env = "AUTH_XKEY_SEED", hide_env_values = true)]
+    pub xkey_seed: Option<Secret>,
+    /// Accepted token issuers (`iss`), comma separated; the first is used for discovery.
+    #[arg(long, env = "OIDC_ISSUER", value_delimiter = ',', default_value = "http://localhost:8080/realms/chat")]
+    pub oidc_issuer: Vec<String>,
+    /// Required token audience (`aud`).
+    #[arg(long, env = "OIDC_AUDIENCE", default_value = "chat-nats")]
+    pub oidc_audience: String,
+    /// JWKS URL; default: discovered from the first issuer's openid-configuration.
+    #[arg(long, env = "OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// Clock skew tolerated on exp/nbf.
+    #[arg(long, env = "TOKEN_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub token_leeway: Duration,
+    /// Least time between two JWKS fetches (unknown kids trigger a fetch).
+    #[arg(long, env = "JWKS_MIN_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub jwks_min_refresh: Duration,
+    /// Role -> permission map (JSON); default: the built-in permissions.json.
+    #[arg(long, env = "PERMISSIONS_FILE")]
+    pub permissions_file: Option<PathBuf>,
+    /// Account the users are placed in.
+    #[arg(long, env = "TARGET_ACCOUNT", default_value = "CHAT")]
+    pub target_account: String,
+    /// Health endpoints.
+    #[command(flatten)]
+    pub health: HealthArgs,
+}

@@ -1,0 +1,154 @@
+//! auth-service: the NATS auth callout. The server sends every client connection (except
+//! the service users in `auth_users`) to `$SYS.REQ.USER.AUTH`; this service validates the
+//! connect token as an OIDC access token, maps the user's realm roles to NATS
+//! permissions and answers with a user JWT signed by the callout account key.
+//!
+//! Layout: [`config`], [`keygen`] (fresh keys for `.env`), `nats_jwt` (NATS JWT signing
+//! and verification), `oidc` (JWKS cache, token validation), `permissions` (role map),
+//! `callout` (one request, traced).
+
+pub mod config;
+pub mod keygen;
+
+mod callout;
+mod nats_jwt;
+mod oidc;
+mod permissions;
+
+pub use config::{Cli, Command, Config};
+pub use permissions::PermissionsError;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use nkeys::{KeyPair, XKey};
+use telemetry::{Health, Peer};
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key seed is missing or not a seed of the right kind (the seed is not repeated).
+    #[error("{0} is missing or not a valid seed (run `make keys`)")]
+    Key(&'static str),
+    /// The permissions file is unusable.
+    #[error(transparent)]
+    Permissions(#[from] PermissionsError),
+    /// Could not connect to NATS.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The configured URL.
+        url: String,
+        /// The client error.
+        source: async_nats::ConnectError,
+    },
+    /// Could not subscribe to the callout subject.
+    #[error("cannot subscribe to the callout subject: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The health endpoint could not bind.
+    #[error("cannot serve health on {addr}: {source}")]
+    Health {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+}
+
+/// Requests answered at the same time (a JWKS refetch must not stall other clients).
+const CONCURRENT_REQUESTS: usize = 32;
+
+/// Serves the callout until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let account = config
+        .account_seed
+        .as_ref()
+        .and_then(|s| KeyPair::from_seed(s.expose()).ok())
+        .filter(|k| k.public_key().starts_with('A'))
+        .ok_or(Error::Key("AUTH_ACCOUNT_SEED"))?;
+    let xkey = match &config.xkey_seed {
+        Some(seed) => Some(XKey::from_seed(seed.expose()).map_err(|_| Error::Key("AUTH_XKEY_SEED"))?),
+        None => None,
+    };
+    let permissions = permissions::Permissions::load(config.permissions_file.as_deref())?;
+    let validator = Arc::new(oidc::Validator::new(oidc::OidcSettings {
+        issuers: config.oidc_issuer.clone(),
+        audience: config.oidc_audience.clone(),
+        jwks_url: config.oidc_jwks_url.clone(),
+        leeway: config.token_leeway,
+        min_refresh: config.jwks_min_refresh,
+    }));
+    // The issuer (Keycloak) may start after us: keep trying until the keys are loaded.
+    let loader = tokio::spawn({
+        let validator = Arc::clone(&validator);
+        async move {
+            while let Err(error) = validator.load().await {
+                tracing::warn!(%error, "JWKS not loaded yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    });
+
+    let mut options = async_nats::ConnectOptions::new().name("auth-service").retry_on_initial_connect();
+    if let Some(password) = &config.nats_password {
+        options = options.user_and_password(config.nats_user.clone(), password.expose().to_owned());
+    }
+    let client = options
+        .connect(&config.nats_url)
+        .await
+        .map_err(|source| Error::Connect { url: config.nats_url.clone(), source })?;
+
+    let health = Health::new()
+        .with_check("nats", {
+            let client = client.clone();
+            move || {
+                let state = client.connection_state();
+                async move {
+                    match state {
+                        async_nats::connection::State::Connected => Ok(()),
+                        other => Err(format!("NATS {other}")),
+                    }
+                }
+            }
+        })
+        .with_check("jwks", {
+            let validator = Arc::clone(&validator);
+            move || {
+                let validator = Arc::clone(&validator);
+                async move { if validator.is_loaded().await { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
+            }
+        });
+    let listener = tokio::net::TcpListener::bind(config.health.health_addr)
+        .await
+        .map_err(|source| Error::Health { addr: config.health.health_addr, source })?;
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+    let health_task = tokio::spawn(health.serve(listener, async {
+        let _ = health_stopped.await;
+    }));
+
+    let requests = client.subscribe(callout::AUTH_SUBJECT).await?;
+    let callout = Arc::new(callout::Callout::new(
+        client.clone(),
+        account,
+        xkey,
+        validator,
+        permissions,
+        config.target_account.clone(),
+        Peer::from_url(&config.nats_url),
+    ));
+    tracing::info!(subject = callout::AUTH_SUBJECT, issuers = ?config.oidc_issuer, "auth-service started");
+    requests
+        .take_until(shutdown)
+        .for_each_concurrent(CONCURRENT_REQUESTS, |message| {
+            let callout = Arc::clone(&callout);
+            async move { callout.handle(message).await }
+        })
+        .await;
+    loader.abort();
+    let _ = client.flush().await;
+    let _ = stop_health.send(());
+    let _ = health_task.await;
+    tracing::info!("auth-service stopped");
+    Ok(())
+}

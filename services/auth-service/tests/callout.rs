@@ -1,0 +1,209 @@
+//! The auth callout against a real nats-server 2.12 running the project's nats.conf, with
+//! a test OIDC issuer (RSA keys made here) in place of Keycloak.
+
+use std::time::Duration;
+
+use async_nats::ConnectErrorKind;
+use serde_json::json;
+use test_harness::model::{AttributesExt as _, SpanKind, StatusCode};
+use test_harness::oidc::{TestIssuer, now};
+use test_harness::otlp::latest_sum;
+use test_harness::{ChatStack, Service};
+
+const WAIT: Duration = Duration::from_secs(30);
+const CALLOUT: &str = "process $SYS.REQ.USER.AUTH";
+
+struct TestApp {
+    stack: ChatStack,
+    issuer: TestIssuer,
+    auth: Service,
+}
+
+impl TestApp {
+    async fn spawn() -> Self {
+        let stack = ChatStack::start_secured().await.expect("secured stack");
+        let issuer = TestIssuer::start().await.expect("issuer");
+        let auth = Self::auth_service(&stack, &issuer).await;
+        Self { stack, issuer, auth }
+    }
+
+    async fn auth_service(stack: &ChatStack, issuer: &TestIssuer) -> Service {
+        let env = [("OIDC_ISSUER", issuer.issuer()), ("JWKS_MIN_REFRESH", "300ms")];
+        stack.spawn_service("auth-service", &env).await.expect("auth-service ready")
+    }
+
+    /// Connects with `token` as the connect token.
+    async fn connect(&self, token: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+        async_nats::ConnectOptions::with_token(token.to_owned())
+            .connection_timeout(Duration::from_secs(5))
+            .connect(self.stack.nats.url())
+            .await
+    }
+
+    async fn cli(&self, token: &str, user: &str, args: &[&str]) -> test_harness::CliRun {
+        let base = ["--token", token, "--user", user, "--timeout", "2s"];
+        self.stack.cli(&[&base[..], args].concat()).await.expect("chat-cli")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_valid_token_connects_and_may_publish_only_as_its_own_user() {
+    let app = TestApp::spawn().await;
+    let _worker = app.stack.spawn_service("persist-worker", &[]).await.expect("worker as service user");
+    let _history = app.stack.spawn_service("history-service", &[]).await.expect("history as service user");
+    let token = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+
+    let sent = app.cli(&token, "alice", &["send", "general", "hi from alice"]).await;
+    assert_eq!(sent.code, Some(0), "{}\n{}", sent.stdout, sent.stderr);
+    let history = app.cli(&token, "alice", &["history", "general"]).await;
+    assert_eq!(history.code, Some(0), "{}", history.stderr);
+
+    let impersonation = app.cli(&token, "bob", &["send", "general", "i am bob"]).await;
+    assert_eq!(impersonation.code, Some(3), "{}\n{}", impersonation.stdout, impersonation.stderr);
+    assert!(impersonation.stderr.contains("permission denied"), "{}", impersonation.stderr);
+    assert!(impersonation.stderr.contains("chat.msg.general.bob"), "{}", impersonation.stderr);
+
+    // A read-only user reads but cannot write.
+    let carol = app.issuer.token(&app.issuer.claims("carol", &["chat-readonly"]));
+    assert_eq!(app.cli(&carol, "carol", &["history", "general"]).await.code, Some(0));
+    assert_eq!(app.cli(&carol, "carol", &["send", "general", "x"]).await.code, Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_token_is_refused_and_counted_with_its_reason() {
+    let app = TestApp::spawn().await;
+    let good = app.issuer.claims("alice", &["chat-user"]);
+    let with = |patch: serde_json::Value| {
+        let mut claims = good.clone();
+        for (k, v) in patch.as_object().into_iter().flatten() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let t = now();
+    let cases = [
+        ("expired", app.issuer.token(&with(json!({"exp": t - 600})))),
+        ("not_yet_valid", app.issuer.token(&with(json!({"nbf": t + 600})))),
+        ("wrong_issuer", app.issuer.token(&with(json!({"iss": "http://evil.example/realms/chat"})))),
+        ("wrong_audience", app.issuer.token(&with(json!({"aud": "someone-else"})))),
+        ("bad_signature", app.issuer.forged_token(&good)),
+        ("unknown_kid", app.issuer.token_with_kid(&good, "never-published")),
+        ("unsupported_alg", app.issuer.unsigned_token(&good)),
+        ("malformed_token", "garbage.not.a-jwt".to_owned()),
+        ("missing_token", String::new()),
+        ("no_role", app.issuer.token(&app.issuer.claims("dave", &["default-roles-chat"]))),
+        ("invalid_user", app.issuer.token(&app.issuer.claims("Eve.Evil", &["chat-user"]))),
+    ];
+    for (reason, token) in &cases {
+        let err = app.connect(token).await.expect_err(reason);
+        assert_eq!(err.kind(), ConnectErrorKind::AuthorizationViolation, "{reason}: {err}");
+    }
+    let metrics = app
+        .stack
+        .otlp
+        .wait_for(WAIT, "a denial counted for every reason", |c| {
+            cases
+                .iter()
+                .all(|(reason, _)| {
+                    latest_sum(&c.metrics, "auth.requests", &[("result", "denied"), ("reason", reason)]) == Some(1.0)
+                })
+                .then(|| c.metrics.clone())
+        })
+        .await
+        .expect("denials counted");
+    assert_eq!(latest_sum(&metrics, "auth.requests", &[("result", "allowed")]), None);
+    assert_eq!(app.auth.readyz().await, Some(200), "still healthy after all that");
+    let good_token = app.issuer.token(&good);
+    app.connect(&good_token).await.expect("a good token still works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_is_accepted_after_one_jwks_refetch() {
+    let app = TestApp::spawn().await;
+    let claims = app.issuer.claims("alice", &["chat-user"]);
+    app.connect(&app.issuer.token(&claims)).await.expect("before rotation");
+    tokio::time::sleep(Duration::from_millis(400)).await; // past JWKS_MIN_REFRESH
+    let fetches = app.issuer.jwks_fetches();
+    app.issuer.rotate("key-2");
+    app.connect(&app.issuer.token(&claims)).await.expect("new kid accepted");
+    assert_eq!(app.issuer.jwks_fetches(), fetches + 1, "exactly one refetch");
+    app.connect(&app.issuer.token(&claims)).await.expect("cached now");
+    assert_eq!(app.issuer.jwks_fetches(), fetches + 1, "no refetch for a known kid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_callout_service_clients_are_refused_and_service_users_carry_on() {
+    let mut app = TestApp::spawn().await;
+    let mut worker = app.stack.spawn_service("persist-worker", &[]).await.expect("worker");
+    let token = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+    app.connect(&token).await.expect("with the callout");
+
+    app.auth.process.kill();
+    let refused = app.connect(&token).await.expect_err("nobody answers the callout");
+    assert_eq!(refused.kind(), ConnectErrorKind::AuthorizationViolation, "{refused}");
+    worker.wait_readyz(200, WAIT).await.expect("the service user is unaffected");
+
+    app.auth = TestApp::auth_service(&app.stack, &app.issuer).await;
+    app.connect(&token).await.expect("back in once the callout is back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callouts_are_traced_step_by_step_and_leak_no_secret() {
+    let app = TestApp::spawn().await;
+    let token = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+    let mut expired_claims = app.issuer.claims("bob", &["chat-user"]);
+    expired_claims["exp"] = json!(now() - 600);
+    let expired = app.issuer.token(&expired_claims);
+    let no_role = app.issuer.token(&app.issuer.claims("dave", &[]));
+    app.connect(&token).await.expect("allowed");
+    let _ = app.connect(&expired).await.expect_err("expired");
+    let _ = app.connect(&no_role).await.expect_err("no role");
+
+    let callouts = app
+        .stack
+        .otlp
+        .wait_for(WAIT, "three callout traces with their steps", |c| {
+            let roots: Vec<_> = c.spans.iter().filter(|s| s.name == CALLOUT).cloned().collect();
+            let responds = c.spans.iter().filter(|s| s.name == "respond").count();
+            (roots.len() == 3 && responds == 3).then_some(roots)
+        })
+        .await
+        .expect("callout spans");
+    let trace_of =
+        |user_ok: StatusCode| callouts.iter().filter(move |s| s.status == user_ok).cloned().collect::<Vec<_>>();
+    let allowed = &trace_of(StatusCode::Unset)[0];
+    assert_eq!(allowed.kind, SpanKind::Server);
+    assert_eq!(allowed.parent_span_id, None, "each callout is its own trace");
+    assert_eq!(allowed.attributes.str("enduser.id"), Some("alice"));
+    let trace = app.stack.otlp.trace(&allowed.trace_id);
+    for step in ["xkey.decrypt", "jwt.validate", "permissions.map", "respond"] {
+        let span = trace.one(step);
+        trace.assert_child_of(span, allowed);
+        assert_eq!(span.kind, SpanKind::Internal);
+        assert_ne!(span.status, StatusCode::Error, "{step}");
+    }
+    let denied = trace_of(StatusCode::Error);
+    assert_eq!(denied.len(), 2);
+    let failed_steps: Vec<(String, Option<String>)> = denied
+        .iter()
+        .flat_map(|root| app.stack.otlp.trace(&root.trace_id).spans().to_vec())
+        .filter(|s| s.status == StatusCode::Error && s.name != CALLOUT)
+        .map(|s| (s.name.clone(), s.attributes.str("error.type").map(str::to_owned)))
+        .collect();
+    assert!(failed_steps.contains(&("jwt.validate".to_owned(), Some("expired".to_owned()))), "{failed_steps:?}");
+    assert!(failed_steps.contains(&("permissions.map".to_owned(), Some("no_role".to_owned()))), "{failed_steps:?}");
+
+    // No token, seed, password or JWT anywhere: exports, service output, server output.
+    let captured = format!("{:?}", app.stack.otlp.captured());
+    let outputs = [captured, app.auth.process.output(), app.stack.nats.output()];
+    let secrets: Vec<&str> = [token.as_str(), expired.as_str(), no_role.as_str()]
+        .into_iter()
+        .chain(app.stack.secrets.iter().filter(|(k, _)| !k.ends_with("PUBLIC_KEY")).map(|(_, v)| v.as_str()))
+        .collect();
+    for (i, text) in outputs.iter().enumerate() {
+        for secret in &secrets {
+            assert!(!text.contains(secret), "a secret leaked into output #{i}");
+        }
+        assert!(!text.contains("eyJ"), "something JWT-shaped leaked into output #{i}");
+    }
+}

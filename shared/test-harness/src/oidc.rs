@@ -1,0 +1,165 @@
+//! A test OIDC issuer standing in for Keycloak: RSA keys made in the test, discovery
+//! (`/.well-known/openid-configuration`) and JWKS over HTTP, tokens minted on demand,
+//! and key rotation.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use data_encoding::BASE64URL_NOPAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPrivateKey as _;
+use rsa::traits::PublicKeyParts as _;
+use serde_json::{Value, json};
+
+use crate::HarnessResult;
+
+/// The audience auth-service expects by default.
+pub const AUDIENCE: &str = "chat-nats";
+
+#[derive(Clone)]
+struct SigningKey {
+    kid: String,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+fn new_key(kid: &str) -> SigningKey {
+    let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap_or_else(|e| panic!("RSA key: {e}"));
+    let pem = private.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap_or_else(|e| panic!("PEM: {e}"));
+    let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap_or_else(|e| panic!("encoding key: {e}"));
+    let jwk = json!({
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+        "n": BASE64URL_NOPAD.encode(&private.n().to_bytes_be()),
+        "e": BASE64URL_NOPAD.encode(&private.e().to_bytes_be()),
+    });
+    SigningKey { kid: kid.to_owned(), encoding, jwk }
+}
+
+#[derive(Debug)]
+struct Shared {
+    issuer: String,
+    current: Mutex<SigningKey>,
+    jwks_fetches: AtomicUsize,
+}
+
+/// The issuer; its HTTP server stops when dropped.
+#[derive(Debug)]
+pub struct TestIssuer {
+    shared: Arc<Shared>,
+    foreign: SigningKey,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestIssuer {
+    /// Starts on a free port with one signing key (`kid` = `key-1`).
+    pub async fn start() -> HarnessResult<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind issuer: {e}"))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let shared = Arc::new(Shared {
+            issuer: format!("http://127.0.0.1:{port}/realms/chat"),
+            current: Mutex::new(new_key("key-1")),
+            jwks_fetches: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new()
+            .route("/realms/chat/.well-known/openid-configuration", get(discovery))
+            .route("/realms/chat/protocol/openid-connect/certs", get(jwks))
+            .with_state(Arc::clone(&shared));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { shared, foreign: new_key("key-1"), task })
+    }
+
+    /// The `iss` of its tokens (also the discovery base).
+    pub fn issuer(&self) -> &str {
+        &self.shared.issuer
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the signing key with a new one (new `kid`); the JWKS serves only the new key.
+    pub fn rotate(&self, kid: &str) {
+        if let Ok(mut current) = self.shared.current.lock() {
+            *current = new_key(kid);
+        }
+    }
+
+    /// Access-token claims as Keycloak issues them: valid for 5 minutes, for `user` with `roles`.
+    pub fn claims(&self, user: &str, roles: &[&str]) -> Value {
+        let now = now();
+        json!({
+            "iss": self.issuer(), "aud": AUDIENCE, "sub": format!("id-{user}"),
+            "iat": now, "nbf": now, "exp": now + 300,
+            "preferred_username": user, "realm_access": { "roles": roles },
+        })
+    }
+
+    /// A token signed with the current key.
+    pub fn token(&self, claims: &Value) -> String {
+        let key = self.current();
+        sign(claims, &key.encoding, Some(&key.kid))
+    }
+
+    /// A token signed with the current key but naming another `kid`.
+    pub fn token_with_kid(&self, claims: &Value, kid: &str) -> String {
+        sign(claims, &self.current().encoding, Some(kid))
+    }
+
+    /// A token naming the current `kid` but signed with a key the issuer never published.
+    pub fn forged_token(&self, claims: &Value) -> String {
+        sign(claims, &self.foreign.encoding, Some(&self.current().kid))
+    }
+
+    /// An unsigned token (`alg: none`).
+    pub fn unsigned_token(&self, claims: &Value) -> String {
+        let header = BASE64URL_NOPAD
+            .encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, self.current().kid).as_bytes());
+        format!("{header}.{}.", BASE64URL_NOPAD.encode(claims.to_string().as_bytes()))
+    }
+
+    fn current(&self) -> SigningKey {
+        self.shared.current.lock().map(|k| k.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn sign(claims: &Value, key: &EncodingKey, kid: Option<&str>) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).unwrap_or_else(|e| panic!("sign token: {e}"))
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({
+        "issuer": shared.issuer,
+        "jwks_uri": format!("{}/protocol/openid-connect/certs", shared.issuer),
+    }))
+}
+
+async fn jwks(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let jwk = shared.current.lock().map(|k| k.jwk.clone()).unwrap_or_default();
+    Json(json!({ "keys": [jwk] }))
+}
