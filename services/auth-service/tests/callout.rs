@@ -207,3 +207,25 @@ async fn callouts_are_traced_step_by_step_and_leak_no_secret() {
         assert!(!text.contains("eyJ"), "something JWT-shaped leaked into output #{i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_cli_logs_in_with_a_password_and_gets_through_the_callout() {
+    let app = TestApp::spawn().await;
+    let _worker = app.stack.spawn_service("persist-worker", &[]).await.expect("worker");
+    let token_url = app.issuer.token_url();
+    let base = ["--user", "alice", "--oidc-token-url", token_url.as_str(), "--timeout", "2s"];
+    let ok = app
+        .stack
+        .cli(&[&base[..], &["--password", test_harness::oidc::PASSWORD, "send", "general", "hi"]].concat())
+        .await
+        .expect("chat-cli");
+    assert_eq!(ok.code, Some(0), "{}\n{}", ok.stdout, ok.stderr);
+    let refused = app
+        .stack
+        .cli(&[&base[..], &["--password", "wrong", "send", "general", "hi"]].concat())
+        .await
+        .expect("chat-cli");
+    assert_eq!(refused.code.expect("exit code"), 3, "{}", refused.stderr);
+    assert!(refused.stderr.contains("Keycloak answered 401"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains("wrong"), "the password is never echoed");
+}

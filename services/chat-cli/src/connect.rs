@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
 
+use telemetry::Secret;
+
 use crate::Cli;
 
 /// What went wrong, in words a user can act on.
@@ -71,7 +73,7 @@ impl ServerErrors {
     }
 }
 
-pub(crate) async fn connect(cli: &Cli) -> Result<(async_nats::Client, ServerErrors), CliError> {
+pub(crate) async fn connect(cli: &Cli, token: Option<Secret>) -> Result<(async_nats::Client, ServerErrors), CliError> {
     let errors = ServerErrors::default();
     let sink = errors.clone();
     let mut options = async_nats::ConnectOptions::new()
@@ -89,7 +91,7 @@ pub(crate) async fn connect(cli: &Cli) -> Result<(async_nats::Client, ServerErro
                 }
             }
         });
-    if let Some(token) = &cli.token {
+    if let Some(token) = token {
         options = options.token(token.expose().to_owned());
     }
     let client = options.connect(&cli.nats_url).await.map_err(|e| match e.kind() {

@@ -7,6 +7,7 @@
 mod connect;
 mod history;
 mod links;
+mod login;
 mod output;
 mod send;
 
@@ -26,7 +27,18 @@ pub struct Cli {
     /// Connect token (an OIDC access token, checked by the auth callout).
     #[arg(long, global = true, env = "CHAT_TOKEN", hide_env_values = true)]
     pub token: Option<Secret>,
-    /// Your user name: messages go to chat.msg.<room>.<user>.
+    /// Password for a login (OIDC password grant) before connecting.
+    #[arg(long, global = true, env = "CHAT_PASSWORD", hide_env_values = true)]
+    pub password: Option<Secret>,
+    /// Keycloak token endpoint for `login`.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_OIDC_TOKEN_URL",
+        default_value = "http://localhost:8080/realms/chat/protocol/openid-connect/token"
+    )]
+    pub oidc_token_url: String,
+    /// Your user name (also the login name): messages go to chat.msg.<room>.<user>.
     #[arg(long, global = true, env = "CHAT_USER", default_value = "alice")]
     pub user: String,
     /// Grafana base URL for trace links.
@@ -50,15 +62,22 @@ pub enum Command {
     Send(send::SendArgs),
     /// Read the newest messages of a room, each with the trace it was sent in.
     History(history::HistoryArgs),
+    /// Log in to Keycloak (password grant) and cache the access token.
+    Login(login::LoginArgs),
 }
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let (client, server_errors) = connect::connect(&cli).await?;
+    if let Command::Login(args) = &cli.command {
+        return login::login(&cli, args).await;
+    }
+    let token = login::connect_token(&cli).await?;
+    let (client, server_errors) = connect::connect(&cli, token).await?;
     let out = output::Output::new(cli.json, &cli.grafana_url);
     let result = match &cli.command {
         Command::Send(args) => send::send(&client, &cli, args, &out).await,
         Command::History(args) => history::history(&client, &cli, args, &out).await,
+        Command::Login(_) => Ok(()),
     };
     let _ = client.flush().await;
     // A refused publish or subscribe only shows up as a timeout; say what really happened.

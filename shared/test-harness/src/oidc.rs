@@ -18,6 +18,8 @@ use crate::HarnessResult;
 
 /// The audience auth-service expects by default.
 pub const AUDIENCE: &str = "chat-nats";
+/// The password the token endpoint accepts for every user (demo users get `chat-user`).
+pub const PASSWORD: &str = "test-password";
 
 #[derive(Clone)]
 struct SigningKey {
@@ -72,6 +74,7 @@ impl TestIssuer {
         let app = axum::Router::new()
             .route("/realms/chat/.well-known/openid-configuration", get(discovery))
             .route("/realms/chat/protocol/openid-connect/certs", get(jwks))
+            .route("/realms/chat/protocol/openid-connect/token", axum::routing::post(token_endpoint))
             .with_state(Arc::clone(&shared));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -82,6 +85,11 @@ impl TestIssuer {
     /// The `iss` of its tokens (also the discovery base).
     pub fn issuer(&self) -> &str {
         &self.shared.issuer
+    }
+
+    /// The token endpoint (password grant, client `chat-cli`).
+    pub fn token_url(&self) -> String {
+        format!("{}/protocol/openid-connect/token", self.issuer())
     }
 
     /// How many times the JWKS was fetched.
@@ -156,6 +164,30 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "issuer": shared.issuer,
         "jwks_uri": format!("{}/protocol/openid-connect/certs", shared.issuer),
     }))
+}
+
+/// Password grant: any user with [`PASSWORD`] gets a `chat-user` token.
+async fn token_endpoint(
+    State(shared): State<Arc<Shared>>,
+    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, axum::http::StatusCode> {
+    let field = |k: &str| form.get(k).map(String::as_str);
+    if field("grant_type") != Some("password")
+        || field("client_id") != Some("chat-cli")
+        || field("password") != Some(PASSWORD)
+    {
+        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    }
+    let user = field("username").unwrap_or_default();
+    let now = now();
+    let claims = json!({
+        "iss": shared.issuer, "aud": AUDIENCE, "sub": format!("id-{user}"), "iat": now, "nbf": now, "exp": now + 300,
+        "preferred_username": user, "realm_access": { "roles": ["chat-user"] },
+    });
+    let key = shared.current.lock().map(|k| k.clone()).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(Json(
+        json!({ "access_token": sign(&claims, &key.encoding, Some(&key.kid)), "token_type": "Bearer", "expires_in": 300 }),
+    ))
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Json<Value> {

@@ -149,6 +149,8 @@ impl ChatStack {
         cmd.envs(self.otlp.env())
             .env("OTEL_SERVICE_NAME", "chat-cli")
             .env("NATS_URL", self.nats.url())
+            // Never pick up a token cached by a developer's own `chat-cli login`.
+            .env("XDG_CACHE_HOME", std::env::temp_dir().join(format!("chat-cli-test-{}", std::process::id())))
             .args(args)
             .kill_on_drop(true);
         let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())

@@ -1,0 +1,39 @@
+# One image recipe for every binary of the workspace:
+#   docker build --build-arg SERVICE=persist-worker -t chat/persist-worker .
+# Dependencies are compiled in their own layer (from the manifests only), so editing a
+# service rebuilds just the workspace crates. The runtime image is distroless, non-root,
+# with no shell: the healthcheck is the binary's own `healthcheck` subcommand.
+
+FROM rust:1.95.0-slim-bookworm AS build
+ARG SERVICE
+WORKDIR /src
+
+# 1. Dependency layer: manifests plus empty sources.
+COPY Cargo.toml Cargo.lock ./
+COPY shared/telemetry/Cargo.toml shared/telemetry/
+COPY shared/test-harness/Cargo.toml shared/test-harness/
+COPY shared/chat-protocol/Cargo.toml shared/chat-protocol/
+COPY services/persist-worker/Cargo.toml services/persist-worker/
+COPY services/history-service/Cargo.toml services/history-service/
+COPY services/auth-service/Cargo.toml services/auth-service/
+COPY services/chat-cli/Cargo.toml services/chat-cli/
+RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol services/persist-worker \
+        services/history-service services/auth-service services/chat-cli; do \
+      mkdir -p $crate/src && echo '' > $crate/src/lib.rs && echo 'fn main() {}' > $crate/src/main.rs; \
+    done \
+ && cargo build --release --locked -p "${SERVICE}" \
+ && rm -rf shared/*/src services/*/src
+
+# 2. The workspace itself (migrations and permissions.json are embedded at compile time).
+COPY shared shared
+COPY services services
+RUN find shared services -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked -p "${SERVICE}" --bin "${SERVICE}" \
+ && cp "target/release/${SERVICE}" /service
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /service /usr/local/bin/service
+USER nonroot
+ENV LOG_FORMAT=json
+ENTRYPOINT ["/usr/local/bin/service"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=6 CMD ["/usr/local/bin/service", "healthcheck"]
