@@ -229,3 +229,18 @@ async fn chat_cli_logs_in_with_a_password_and_gets_through_the_callout() {
     assert!(refused.stderr.contains("Keycloak answered 401"), "{}", refused.stderr);
     assert!(!refused.stderr.contains("wrong"), "the password is never echoed");
 }
+
+/// nats.conf turns on message tracing for CHAT, and NATS 2.12 then stores `traceparent`
+/// as `Xraceparent`: the consumer must still continue the producer's trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_project_config_a_consumer_still_continues_the_producers_trace() {
+    let app = TestApp::spawn().await;
+    let _worker = app.stack.spawn_service("persist-worker", &[]).await.expect("worker");
+    let token = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+    let sent =
+        app.stack.cli_ok(&["--token", &token, "--user", "alice", "send", "general", "traced"]).await.expect("send");
+    let trace_id = sent[0]["trace_id"].as_str().expect("trace id").to_owned();
+    let trace =
+        app.stack.otlp.wait_for_spans_in_trace(&trace_id, "process chat.msg.*.*", 1, WAIT).await.expect("consumer");
+    trace.assert_child_of(trace.one("process chat.msg.*.*"), trace.one("publish chat.msg.*.*"));
+}

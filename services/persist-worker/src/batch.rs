@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 use crate::store::{Row, Store, StoreError};
 
 /// Headers of the original message that the dead letter does not copy.
-const NOT_COPIED: &[&str] = &["traceparent", "tracestate", "nats-msg-id", "nats-trace-dest", "nats-expected-stream"];
+const NOT_COPIED: &[&str] =
+    &["traceparent", "xraceparent", "tracestate", "nats-msg-id", "nats-trace-dest", "nats-expected-stream"];
 
 /// Processes batches; cheap to clone into each batch task.
 #[derive(Debug, Clone)]

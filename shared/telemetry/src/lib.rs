@@ -63,8 +63,8 @@ pub use db::{DbOperation, db_span, record_db_failure};
 pub use health::{CheckResult, Health, HealthArgs, ProbeError, healthcheck, probe, shutdown_signal};
 pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key};
 pub use propagation::{
-    HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, PropagationFailure, TRACEPARENT,
-    TRACESTATE, extract_context, inject_context,
+    HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, NATS_RENAMED_TRACEPARENT,
+    PropagationFailure, TRACEPARENT, TRACESTATE, extract_context, inject_context,
 };
 pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
 pub use setup::{InitError, ServiceInfo, TelemetryGuard, init};

@@ -23,6 +23,10 @@ use opentelemetry::{Context, KeyValue, global};
 pub const TRACEPARENT: &str = "traceparent";
 /// Header carrying the W3C vendor trace state.
 pub const TRACESTATE: &str = "tracestate";
+/// What NATS 2.11–2.13 rename `traceparent` to when they store a message in JetStream
+/// while the account has `msg_trace` (so a redelivery does not re-trigger server
+/// tracing). NATS 2.14 stopped renaming. Read as `traceparent` when that is absent.
+pub const NATS_RENAMED_TRACEPARENT: &str = "Xraceparent";
 /// Longest `tracestate` accepted (W3C asks vendors to propagate at least 512 characters).
 pub const MAX_TRACESTATE_LEN: usize = 512;
 /// Longest `traceparent` accepted (future versions may append fields).
@@ -81,13 +85,18 @@ impl Injector for HeaderInjector<'_> {
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
 impl HeaderExtractor<'_> {
-    /// Every value of `key` (any case), in header order.
+    /// Every value of `key` (any case), in header order; for `traceparent`, the NATS
+    /// 2.11–2.13 storage rename [`NATS_RENAMED_TRACEPARENT`] when the original is absent.
     fn all(&self, key: &str) -> Vec<&str> {
-        self.0
-            .iter()
-            .filter(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(key))
-            .flat_map(|(_, values)| values.iter().map(HeaderValue::as_str))
-            .collect()
+        let find = |key: &str| -> Vec<&str> {
+            self.0
+                .iter()
+                .filter(|(name, _)| AsRef::<str>::as_ref(*name).eq_ignore_ascii_case(key))
+                .flat_map(|(_, values)| values.iter().map(HeaderValue::as_str))
+                .collect()
+        };
+        let values = find(key);
+        if values.is_empty() && key.eq_ignore_ascii_case(TRACEPARENT) { find(NATS_RENAMED_TRACEPARENT) } else { values }
     }
 }
 
@@ -265,6 +274,16 @@ mod tests {
         let extractor = HeaderExtractor(&headers);
         assert_eq!(extractor.get(TRACEPARENT), Some(VALID));
         assert_eq!(validate(&extractor), Ok(()));
+    }
+
+    #[test]
+    fn the_nats_storage_rename_of_traceparent_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_RENAMED_TRACEPARENT, VALID);
+        assert_eq!(HeaderExtractor(&headers).get(TRACEPARENT), Some(VALID));
+        assert_eq!(validate(&HeaderExtractor(&headers)), Ok(()));
+        headers.insert(TRACEPARENT, "00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01");
+        assert_ne!(HeaderExtractor(&headers).get(TRACEPARENT), Some(VALID), "the original wins");
     }
 
     #[test]

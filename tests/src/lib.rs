@@ -1,0 +1,128 @@
+//! Helpers for checking the compose stack without running it: reading the config files,
+//! the Prometheus names of OpenTelemetry metrics, and the metric names a PromQL query uses.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use regex::Regex;
+use serde_yaml::Value;
+use test_harness::model::MetricRecord;
+
+/// A file of the repository.
+pub fn repo_file(path: &str) -> PathBuf {
+    test_harness::workspace_root().join(path)
+}
+
+/// Reads and parses a YAML file of the repository (panics with the file name).
+pub fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+}
+
+/// Reads and parses a JSON file of the repository.
+pub fn json(path: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid JSON: {e}"))
+}
+
+/// Fresh `.env` content from the real `auth-service keygen`.
+pub fn sample_env() -> Vec<(String, String)> {
+    let out = std::process::Command::new(test_harness::cargo_bin("auth-service"))
+        .arg("keygen")
+        .output()
+        .unwrap_or_else(|e| panic!("auth-service keygen: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+/// The Prometheus name the collector's Prometheus exporter gives an OTel metric: dots to
+/// underscores, a unit suffix (`s` -> `_seconds`, `By` -> `_bytes`, `{...}` -> none) and
+/// `_total` for monotonic sums (counters).
+pub fn prometheus_name(metric: &MetricRecord) -> String {
+    let mut name = metric.name.replace(['.', '-'], "_");
+    let suffix = match metric.unit.as_str() {
+        "s" => "_seconds",
+        "ms" => "_milliseconds",
+        "By" => "_bytes",
+        _ => "",
+    };
+    if !suffix.is_empty() && !name.ends_with(suffix) {
+        name.push_str(suffix);
+    }
+    if metric.monotonic {
+        name.push_str("_total");
+    }
+    name
+}
+
+/// Series the collector's span-metrics connector and Tempo's metrics generator create.
+pub const GENERATED_SERIES: &[&str] = &[
+    "traces_span_metrics_calls_total",
+    "traces_span_metrics_duration_milliseconds",
+    "traces_service_graph_request_total",
+    "traces_service_graph_request_failed_total",
+    "traces_service_graph_request_server_seconds",
+    "traces_service_graph_request_client_seconds",
+    "traces_service_graph_request_messaging_system_seconds",
+    "traces_service_graph_unpaired_spans_total",
+    "traces_service_graph_dropped_spans_total",
+];
+
+/// The metric names a PromQL expression selects (an identifier followed by `{` or `[`),
+/// with histogram suffixes (`_bucket`, `_sum`, `_count`) removed.
+pub fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    let selector = Regex::new(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*[\{\[]").unwrap_or_else(|e| panic!("{e}"));
+    selector
+        .captures_iter(expr)
+        .map(|c| c[1].to_owned())
+        .filter(|name| !["by", "without", "on", "ignoring", "group_left", "group_right"].contains(&name.as_str()))
+        .map(|name| {
+            ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s).map(str::to_owned)).unwrap_or(name)
+        })
+        .collect()
+}
+
+/// Every Prometheus expression in a dashboard (targets with an `expr`).
+pub fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if target["datasource"]["type"] == "prometheus"
+                && let Some(expr) = target["expr"].as_str()
+            {
+                exprs.push(expr.to_owned());
+            }
+        }
+    }
+    exprs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_harness::model::MetricRecord;
+
+    fn metric(name: &str, unit: &str, monotonic: bool) -> MetricRecord {
+        MetricRecord { service_name: "s".into(), name: name.into(), unit: unit.into(), monotonic, points: vec![] }
+    }
+
+    #[test]
+    fn otel_names_translate_like_the_prometheus_exporter() {
+        assert_eq!(prometheus_name(&metric("messages.persisted", "{message}", true)), "messages_persisted_total");
+        assert_eq!(
+            prometheus_name(&metric("messaging.nats.queue_wait", "s", false)),
+            "messaging_nats_queue_wait_seconds"
+        );
+        assert_eq!(prometheus_name(&metric("process.cpu.time", "s", true)), "process_cpu_time_seconds_total");
+        assert_eq!(prometheus_name(&metric("process.memory.usage", "By", false)), "process_memory_usage_bytes");
+    }
+
+    #[test]
+    fn metric_names_are_found_in_promql() {
+        let expr = r#"histogram_quantile(0.95, sum by (le) (rate(x_seconds_bucket{a="b"}[5m]))) / sum(rate(y_total[$__rate_interval]))"#;
+        assert_eq!(promql_metrics(expr), BTreeSet::from(["x_seconds".to_owned(), "y_total".to_owned()]));
+    }
+}

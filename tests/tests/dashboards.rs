@@ -1,0 +1,106 @@
+//! Every metric a dashboard queries is one the services really export (names read from
+//! the OTLP receiver while the real services run, translated with the Prometheus rules)
+//! or one the span-metrics connector / Tempo's metrics generator produce.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use stack_checks::{GENERATED_SERIES, dashboard_exprs, json, prometheus_name, promql_metrics};
+use test_harness::ChatStack;
+use test_harness::oidc::TestIssuer;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans() {
+    let stack = ChatStack::start_secured().await.expect("stack");
+    let issuer = TestIssuer::start().await.expect("issuer");
+    let auth_env = [("OIDC_ISSUER", issuer.issuer())];
+    let _auth = stack.spawn_service("auth-service", &auth_env).await.expect("auth-service");
+    let _worker = stack
+        .spawn_service("persist-worker", &[("DEMO_FAULTS", "true"), ("NAK_DELAY", "100ms")])
+        .await
+        .expect("worker");
+    let _history = stack.spawn_service("history-service", &[]).await.expect("history");
+
+    // Traffic that makes every instrument record: allowed and denied logins, a retry, a
+    // dead letter, history ok and refused, a hostile traceparent.
+    let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
+    let as_alice = |args: &[&str]| -> Vec<String> {
+        ["--json", "--token", token.as_str(), "--user", "alice"].iter().chain(args).map(|s| (*s).to_owned()).collect()
+    };
+    for args in [
+        vec!["send", "general", "hello"],
+        vec!["send", "general", "retry", "--fault", "fail-once"],
+        vec!["send", "general", "poison", "--fault", "poison"],
+        vec!["history", "general"],
+    ] {
+        let args_owned = as_alice(&args);
+        let run = stack.cli(&args_owned.iter().map(String::as_str).collect::<Vec<_>>()).await.expect("cli");
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+    }
+    let refused = as_alice(&["history", "general", "--limit", "0"]);
+    let _ = stack.cli(&refused.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let _ = async_nats::ConnectOptions::with_token("garbage".into()).connect(stack.nats.url()).await;
+    let persist = async_nats::ConnectOptions::with_user_and_password(
+        "persist".into(),
+        stack.secrets["NATS_PERSIST_PASSWORD"].clone(),
+    )
+    .connect(stack.nats.url())
+    .await
+    .expect("persist user");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", "00-not-valid-01");
+    persist.publish_with_headers("chat.msg.general.mallory", headers, r#"{"text":"x"}"#.into()).await.expect("publish");
+    persist.flush().await.expect("flush");
+
+    let wanted = [
+        "auth.requests",
+        "history.requests",
+        "messages.dead_lettered",
+        "messages.redelivered",
+        "trace_context.propagation.failures",
+    ];
+    let metrics = stack
+        .otlp
+        .wait_for(WAIT, "metrics from all three services", |c| {
+            wanted.iter().all(|w| c.metrics.iter().any(|m| m.name == *w)).then(|| c.metrics.clone())
+        })
+        .await
+        .expect("metrics");
+    let mut known: BTreeSet<String> = metrics.iter().map(prometheus_name).collect();
+    known.extend(GENERATED_SERIES.iter().map(|s| (*s).to_owned()));
+
+    for path in ["grafana/dashboards/service-overview.json", "grafana/dashboards/messaging.json"] {
+        let dashboard = json(path);
+        let exprs = dashboard_exprs(&dashboard);
+        assert!(!exprs.is_empty(), "{path} has Prometheus panels");
+        for expr in exprs {
+            let used = promql_metrics(&expr);
+            assert!(!used.is_empty(), "{path}: no metric found in {expr}");
+            for metric in used {
+                assert!(
+                    known.contains(&metric),
+                    "{path}: {metric} (in `{expr}`) is neither exported nor generated; known: {known:?}"
+                );
+            }
+        }
+    }
+    // The metrics of DESIGN.md 5.4, under their Prometheus names.
+    for name in [
+        "messages_persisted_total",
+        "messages_persist_errors_total",
+        "messages_redelivered_total",
+        "messages_dead_lettered_total",
+        "messaging_nats_queue_wait_seconds",
+        "history_requests_total",
+        "history_request_duration_seconds",
+        "auth_requests_total",
+        "auth_request_duration_seconds",
+        "trace_context_propagation_failures_total",
+        "process_cpu_time_seconds_total",
+        "process_memory_usage_bytes",
+    ] {
+        assert!(known.contains(name), "{name} is not exported: {known:?}");
+    }
+}
