@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use service_kit::NatsArgs;
 use telemetry::{HealthArgs, Secret};
 
 /// Command line.
@@ -29,15 +30,9 @@ pub enum Command {
 /// Service settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// NATS server URL(s), comma separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// NATS user of the callout service (listed in auth_callout.auth_users).
-    #[arg(long, env = "NATS_USER", default_value = "auth")]
-    pub nats_user: String,
-    /// Its password.
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<Secret>,
+    /// NATS connection (as the `auth` user, listed in auth_callout.auth_users).
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Seed of the account key that signs user JWTs (its public key is auth_callout.issuer).
     #[arg(long, env = "AUTH_ACCOUNT_SEED", hide_env_values = true)]
     pub account_seed: Option<Secret>,

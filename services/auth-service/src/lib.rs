@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use nkeys::{KeyPair, XKey};
-use telemetry::{Health, Peer};
+use telemetry::Health;
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,13 +36,8 @@ pub enum Error {
     #[error(transparent)]
     Permissions(#[from] PermissionsError),
     /// Could not connect to NATS.
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        /// The configured URL.
-        url: String,
-        /// The client error.
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Connect(#[from] service_kit::ConnectFailed),
     /// Could not subscribe to the callout subject.
     #[error("cannot subscribe to the callout subject: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
@@ -90,42 +85,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     });
 
-    let mut options = async_nats::ConnectOptions::new().name("auth-service").retry_on_initial_connect();
-    if let Some(password) = &config.nats_password {
-        options = options.user_and_password(config.nats_user.clone(), password.expose().to_owned());
-    }
-    let client = options
-        .connect(&config.nats_url)
-        .await
-        .map_err(|source| Error::Connect { url: config.nats_url.clone(), source })?;
-
-    let health = Health::new()
-        .with_check("nats", {
-            let client = client.clone();
-            move || {
-                let state = client.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("NATS {other}")),
-                    }
-                }
-            }
-        })
-        .with_check("jwks", {
+    let client = config.nats.connect("auth-service").await?;
+    let health = Health::new().with_nats(client.clone()).with_check("jwks", {
+        let validator = Arc::clone(&validator);
+        move || {
             let validator = Arc::clone(&validator);
-            move || {
-                let validator = Arc::clone(&validator);
-                async move { if validator.is_loaded().await { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
-            }
-        });
-    let listener = tokio::net::TcpListener::bind(config.health.health_addr)
-        .await
-        .map_err(|source| Error::Health { addr: config.health.health_addr, source })?;
-    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
-    let health_task = tokio::spawn(health.serve(listener, async {
-        let _ = health_stopped.await;
-    }));
+            async move { if validator.is_loaded().await { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
+        }
+    });
+    let addr = config.health.health_addr;
+    let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
 
     let requests = client.subscribe(callout::AUTH_SUBJECT).await?;
     let callout = Arc::new(callout::Callout::new(
@@ -135,7 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         validator,
         permissions,
         config.target_account.clone(),
-        Peer::from_url(&config.nats_url),
+        config.nats.peer(),
     ));
     tracing::info!(subject = callout::AUTH_SUBJECT, issuers = ?config.oidc_issuer, "auth-service started");
     requests
@@ -147,8 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await;
     loader.abort();
     let _ = client.flush().await;
-    let _ = stop_health.send(());
-    let _ = health_task.await;
+    health.stop().await;
     tracing::info!("auth-service stopped");
     Ok(())
 }

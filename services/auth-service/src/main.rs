@@ -9,24 +9,13 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Healthcheck) => return telemetry::healthcheck(cli.config.health.health_addr).await,
+        Some(Command::Healthcheck) => telemetry::healthcheck(cli.config.health.health_addr).await,
         Some(Command::Keygen) => {
             print!("{}", auth_service::keygen::env_file());
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
-        None => {}
-    }
-    let guard = match telemetry::init(telemetry::service_info!()) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("auth-service: {error}");
-            return ExitCode::FAILURE;
+        None => {
+            telemetry::run_service(telemetry::service_info!(), |shutdown| auth_service::run(cli.config, shutdown)).await
         }
-    };
-    let result = auth_service::run(cli.config, telemetry::shutdown_signal()).await;
-    if let Err(error) = &result {
-        tracing::error!(%error, "auth-service stopped");
     }
-    guard.shutdown().await;
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -1,6 +1,7 @@
 //! Settings, from flags or environment variables (`history-service --help` lists them).
 
-use telemetry::{HealthArgs, Secret};
+use service_kit::{DbArgs, NatsArgs};
+use telemetry::HealthArgs;
 
 /// Command line.
 #[derive(Debug, clap::Parser)]
@@ -24,21 +25,12 @@ pub enum Command {
 /// Service settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// NATS server URL(s), comma separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// NATS user (the `history` service user bypasses the auth callout).
-    #[arg(long, env = "NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password.
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<Secret>,
-    /// PostgreSQL URL (the table is owned and migrated by persist-worker).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://chat@127.0.0.1:5432/chat")]
-    pub database_url: Secret,
-    /// Database connections.
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4)]
-    pub db_pool_size: u32,
+    /// NATS connection (the `history` service user bypasses the auth callout).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// PostgreSQL (the table is owned and migrated by persist-worker).
+    #[command(flatten)]
+    pub db: DbArgs,
     /// Health endpoints.
     #[command(flatten)]
     pub health: HealthArgs,

@@ -18,22 +18,17 @@ use std::sync::Arc;
 
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
-use telemetry::{Health, Peer};
+use telemetry::Health;
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Could not connect to NATS.
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        /// The configured URL.
-        url: String,
-        /// The client error.
-        source: async_nats::ConnectError,
-    },
-    /// The database URL is unusable.
     #[error(transparent)]
-    Query(#[from] query::QueryError),
+    Connect(#[from] service_kit::ConnectFailed),
+    /// `DATABASE_URL` is unusable.
+    #[error(transparent)]
+    DatabaseUrl(#[from] service_kit::DbUrlError),
     /// The NATS service could not be registered.
     #[error("cannot start the NATS service: {0}")]
     Service(String),
@@ -52,43 +47,17 @@ const CONCURRENT_REQUESTS: usize = 64;
 
 /// Serves history requests until `shutdown` completes, then finishes those in flight.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let mut options = async_nats::ConnectOptions::new().name("history-service").retry_on_initial_connect();
-    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
-        options = options.user_and_password(user.clone(), password.expose().to_owned());
-    }
-    let client = options
-        .connect(&config.nats_url)
-        .await
-        .map_err(|source| Error::Connect { url: config.nats_url.clone(), source })?;
-    let history = query::History::connect(&config.database_url, config.db_pool_size)?;
-
-    let health = Health::new()
-        .with_check("nats", {
-            let client = client.clone();
-            move || {
-                let state = client.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("NATS {other}")),
-                    }
-                }
-            }
-        })
-        .with_check("database", {
+    let client = config.nats.connect("history-service").await?;
+    let history = query::History::new(config.db.pool()?);
+    let health = Health::new().with_nats(client.clone()).with_check("database", {
+        let history = history.clone();
+        move || {
             let history = history.clone();
-            move || {
-                let history = history.clone();
-                async move { history.ping().await }
-            }
-        });
-    let listener = tokio::net::TcpListener::bind(config.health.health_addr)
-        .await
-        .map_err(|source| Error::Health { addr: config.health.health_addr, source })?;
-    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
-    let health_task = tokio::spawn(health.serve(listener, async {
-        let _ = health_stopped.await;
-    }));
+            async move { history.ping().await }
+        }
+    });
+    let addr = config.health.health_addr;
+    let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
 
     let service = client
         .service_builder()
@@ -103,7 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add(chat_protocol::HISTORY_TEMPLATE)
         .await
         .map_err(|e| Error::Service(e.to_string()))?;
-    let handler = Arc::new(handler::Handler::new(history, Peer::from_url(&config.nats_url)));
+    let handler = Arc::new(handler::Handler::new(history, config.nats.peer()));
     tracing::info!(subject = chat_protocol::HISTORY_TEMPLATE, "history-service started");
 
     let requests = endpoint.take_until(shutdown).for_each_concurrent(CONCURRENT_REQUESTS, |request| {
@@ -113,8 +82,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     requests.await;
     let _ = service.stop().await;
     let _ = client.flush().await;
-    let _ = stop_health.send(());
-    let _ = health_task.await;
+    health.stop().await;
     tracing::info!("history-service stopped");
     Ok(())
 }

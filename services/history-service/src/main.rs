@@ -11,17 +11,5 @@ async fn main() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return telemetry::healthcheck(cli.config.health.health_addr).await;
     }
-    let guard = match telemetry::init(telemetry::service_info!()) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("history-service: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = history_service::run(cli.config, telemetry::shutdown_signal()).await;
-    if let Err(error) = &result {
-        tracing::error!(%error, "history-service stopped");
-    }
-    guard.shutdown().await;
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    telemetry::run_service(telemetry::service_info!(), |shutdown| history_service::run(cli.config, shutdown)).await
 }

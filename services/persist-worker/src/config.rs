@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use telemetry::{HealthArgs, Secret};
+use service_kit::{DbArgs, NatsArgs};
+use telemetry::HealthArgs;
 
 /// Command line.
 #[derive(Debug, clap::Parser)]
@@ -26,21 +27,12 @@ pub enum Command {
 /// Worker settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// NATS server URL(s), comma separated.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// NATS user (the `persist` service user bypasses the auth callout).
-    #[arg(long, env = "NATS_USER")]
-    pub nats_user: Option<String>,
-    /// NATS password.
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<Secret>,
-    /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://chat@127.0.0.1:5432/chat")]
-    pub database_url: Secret,
-    /// Database connections.
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4)]
-    pub db_pool_size: u32,
+    /// NATS connection (the `persist` service user bypasses the auth callout).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// PostgreSQL (this service owns and migrates `chat.messages`).
+    #[command(flatten)]
+    pub db: DbArgs,
     /// How long the server waits for an ack before redelivering.
     #[arg(long, env = "ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,

@@ -33,7 +33,7 @@ pub use config::{Cli, Command, Config};
 use std::future::Future;
 use std::sync::Arc;
 
-use telemetry::{Health, Peer};
+use telemetry::Health;
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,13 +42,11 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     /// Could not connect to NATS.
-    #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        /// The configured URL.
-        url: String,
-        /// The client error.
-        source: async_nats::ConnectError,
-    },
+    #[error(transparent)]
+    Connect(#[from] service_kit::ConnectFailed),
+    /// `DATABASE_URL` is unusable.
+    #[error(transparent)]
+    DatabaseUrl(#[from] service_kit::DbUrlError),
     /// Streams or consumer could not be set up.
     #[error(transparent)]
     Setup(#[from] setup::SetupError),
@@ -73,58 +71,28 @@ pub enum Error {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     config.validate()?;
     let config = Arc::new(config);
-    let client = connect(&config).await?;
-    let store = store::Store::connect(&config.database_url, config.db_pool_size).await?;
+    let client = config.nats.connect("persist-worker").await?;
+    let store = store::Store::new(config.db.pool()?);
     store.migrate().await?;
     let jetstream = async_nats::jetstream::new(client.clone());
     let consumer = setup::ensure_stream_and_consumer(&jetstream, &config).await?;
 
-    let health = Health::new()
-        .with_check("nats", {
-            let client = client.clone();
-            move || {
-                let state = client.connection_state();
-                async move {
-                    match state {
-                        async_nats::connection::State::Connected => Ok(()),
-                        other => Err(format!("NATS {other}")),
-                    }
-                }
-            }
-        })
-        .with_check("database", {
+    let health = Health::new().with_nats(client.clone()).with_check("database", {
+        let store = store.clone();
+        move || {
             let store = store.clone();
-            move || {
-                let store = store.clone();
-                async move { store.ping().await }
-            }
-        });
-    let listener = tokio::net::TcpListener::bind(config.health.health_addr)
-        .await
-        .map_err(|source| Error::Health { addr: config.health.health_addr, source })?;
-    let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
-    let health_task = tokio::spawn(health.serve(listener, async {
-        let _ = health_stopped.await;
-    }));
+            async move { store.ping().await }
+        }
+    });
+    let addr = config.health.health_addr;
+    let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
 
-    let processor = batch::Processor::new(jetstream, store, Arc::clone(&config), Peer::from_url(&config.nats_url));
+    let processor = batch::Processor::new(jetstream, store, Arc::clone(&config), config.nats.peer());
     tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "persist-worker started");
     let result = worker::run(consumer, processor, &config, shutdown).await;
-    let _ = stop_health.send(());
-    let _ = health_task.await;
+    health.stop().await;
     // Acks and dead letters are in the client's buffer: flush before the process exits.
     let _ = client.flush().await;
     tracing::info!("persist-worker stopped");
     Ok(result?)
-}
-
-async fn connect(config: &Config) -> Result<async_nats::Client, Error> {
-    let mut options = async_nats::ConnectOptions::new().name("persist-worker").retry_on_initial_connect();
-    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
-        options = options.user_and_password(user.clone(), password.expose().to_owned());
-    }
-    let url = config.nats_url.clone();
-    let connecting = options.connect(&url);
-    // retry_on_initial_connect makes connect() return at once; readiness waits for the link.
-    connecting.await.map_err(|source| Error::Connect { url, source })
 }

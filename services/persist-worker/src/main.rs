@@ -11,17 +11,5 @@ async fn main() -> ExitCode {
     if let Some(Command::Healthcheck) = cli.command {
         return telemetry::healthcheck(cli.config.health.health_addr).await;
     }
-    let guard = match telemetry::init(telemetry::service_info!()) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("persist-worker: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = persist_worker::run(cli.config, telemetry::shutdown_signal()).await;
-    if let Err(error) = &result {
-        tracing::error!(%error, "persist-worker stopped");
-    }
-    guard.shutdown().await;
-    if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    telemetry::run_service(telemetry::service_info!(), |shutdown| persist_worker::run(cli.config, shutdown)).await
 }

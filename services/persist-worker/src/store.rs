@@ -1,11 +1,9 @@
 //! The `chat.messages` table: embedded migrations, the batched idempotent insert and a
 //! reachability check. Every statement runs inside a database CLIENT span.
 
-use std::str::FromStr as _;
-
 use opentelemetry::trace::SpanContext;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use telemetry::{DbOperation, Secret, db_span, record_db_failure};
+use service_kit::Db;
+use telemetry::{db_span, record_db_failure};
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -13,9 +11,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// `DATABASE_URL` is not a PostgreSQL URL (the URL itself is not repeated: it may hold a password).
-    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
-    Url(String),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -76,35 +71,22 @@ const INSERT_SQL: &str = "INSERT INTO chat.messages (stream_seq, room, username,
      SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]) \
      ON CONFLICT (stream_seq) DO NOTHING";
 
-/// Connection pool plus what the spans say about the server.
+/// The table's owner: migrations and the batched insert.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    pool: PgPool,
-    database: String,
-    host: String,
-    port: u16,
+    db: Db,
 }
 
 impl Store {
-    /// A lazily connecting pool: the worker starts (and reports not ready) while the
-    /// database is still coming up.
-    pub(crate) async fn connect(url: &Secret, size: u32) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|e| StoreError::Url(e.to_string().replace(url.expose(), "[REDACTED]")))?;
-        let database = options.get_database().unwrap_or("postgres").to_owned();
-        let (host, port) = (options.get_host().to_owned(), options.get_port());
-        let pool = PgPoolOptions::new()
-            .max_connections(size)
-            .acquire_timeout(std::time::Duration::from_secs(3))
-            .connect_lazy_with(options);
-        Ok(Self { pool, database, host, port })
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// Applies the embedded migrations, waiting for the database for up to a minute.
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
         let mut attempt = 0;
         loop {
-            match sqlx::migrate!("./migrations").run(&self.pool).await {
+            match sqlx::migrate!("./migrations").run(&self.db.pool).await {
                 Ok(()) => return Ok(()),
                 Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)))
                     if attempt < 20 =>
@@ -120,25 +102,14 @@ impl Store {
 
     /// `SELECT 1`, for `/readyz`.
     pub(crate) async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| format!("database: {e}"))
-    }
-
-    fn operation(&self, operation: &'static str, query: &'static str) -> DbOperation<'_> {
-        DbOperation {
-            operation,
-            collection: "chat.messages",
-            query,
-            namespace: &self.database,
-            address: &self.host,
-            port: self.port,
-        }
+        self.db.ping().await
     }
 
     /// Inserts all rows in one statement (one transaction); rows whose stream sequence is
     /// already stored are skipped. Returns the rows actually inserted.
     /// The span links `links` (the other deliveries of the batch).
     pub(crate) async fn insert_batch(&self, rows: &[Row], links: Vec<SpanContext>) -> Result<u64, StoreError> {
-        let span = db_span(&self.operation("INSERT", INSERT_SQL));
+        let span = db_span(&self.db.operation("INSERT", "chat.messages", INSERT_SQL));
         span.record("db.operation.batch.size", rows.len() as i64);
         for link in links {
             span.add_link(link);
@@ -151,7 +122,7 @@ impl Store {
             .bind(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.trace_id.as_deref()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>());
-        let result = query.execute(&self.pool).instrument(span.clone()).await;
+        let result = query.execute(&self.db.pool).instrument(span.clone()).await;
         match result {
             Ok(done) => Ok(done.rows_affected()),
             Err(error) => {

@@ -62,6 +62,29 @@ impl Health {
         self
     }
 
+    /// Adds the check `nats`: ready while the client is connected.
+    pub fn with_nats(self, client: async_nats::Client) -> Self {
+        self.with_check("nats", move || {
+            let state = client.connection_state();
+            async move {
+                match state {
+                    async_nats::connection::State::Connected => Ok(()),
+                    other => Err(format!("NATS {other}")),
+                }
+            }
+        })
+    }
+
+    /// Binds `addr` and serves in the background until [`HealthServer::stop`].
+    pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<HealthServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(HealthServer { stop, task })
+    }
+
     /// Runs every check (each bounded by a timeout); `true` when all pass.
     pub async fn report(&self) -> (bool, BTreeMap<&'static str, String>) {
         let mut all_ok = true;
@@ -93,6 +116,21 @@ impl Health {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
+    }
+}
+
+/// A health server running in the background.
+#[derive(Debug)]
+pub struct HealthServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HealthServer {
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 

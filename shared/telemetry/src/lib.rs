@@ -60,14 +60,14 @@ mod spans;
 mod stdout;
 
 pub use db::{DbOperation, db_span, record_db_failure};
-pub use health::{CheckResult, Health, HealthArgs, ProbeError, healthcheck, probe, shutdown_signal};
+pub use health::{CheckResult, Health, HealthArgs, HealthServer, ProbeError, healthcheck, probe, shutdown_signal};
 pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key};
 pub use propagation::{
     HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, NATS_RENAMED_TRACEPARENT,
     PropagationFailure, TRACEPARENT, TRACESTATE, extract_context, inject_context,
 };
 pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
-pub use setup::{InitError, ServiceInfo, TelemetryGuard, init};
+pub use setup::{InitError, ServiceInfo, TelemetryGuard, init, run_service};
 pub use spans::{
     DeadlineExceeded, Delivery, MessageRef, Peer, Settlement, inject_span, process_span, publish_span, record_failure,
     request_span, run_with_deadline, server_span, settle_span,

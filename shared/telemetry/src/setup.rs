@@ -136,6 +136,30 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The body of a service's `main`: sets up telemetry, runs `run` with a shutdown future
+/// that resolves on SIGTERM or Ctrl-C, logs its error if any, flushes telemetry, and turns
+/// the outcome into the exit code.
+pub async fn run_service<F, Fut, E>(service: ServiceInfo, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let guard = match init(service) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("{}: {error}", service.name);
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = run(Box::pin(crate::health::shutdown_signal())).await;
+    if let Err(error) = &result {
+        tracing::error!(%error, "{} stopped", service.name);
+    }
+    guard.shutdown().await;
+    if result.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
+}
+
 /// Sets up traces, metrics and logs for this process from the standard environment
 /// variables and installs the global `tracing` subscriber and propagator.
 ///

@@ -131,3 +131,20 @@ async fn sigterm_finishes_in_flight_work_flushes_telemetry_and_exits_0() {
     let rows = app.wait_rows(3_000, Duration::from_secs(60)).await;
     assert_each_seq_once(&rows, 3_000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarting_nats_is_survived_and_readiness_follows_it() {
+    let (mut app, mut worker) = TestApp::spawn().await;
+    app.send("before", &[]).await;
+    app.wait_rows(1, WAIT).await;
+
+    app.stack.nats.stop();
+    worker.wait_readyz(503, WAIT).await.expect("not ready without NATS");
+    app.stack.nats.start_again().await.expect("NATS back (same port, same store)");
+    worker.wait_readyz(200, WAIT).await.expect("ready again after reconnecting");
+
+    // The pull subscription recovers: messages sent after the restart are stored.
+    app.send("after", &["--count", "5"]).await;
+    let rows = app.wait_rows(6, WAIT).await;
+    assert_each_seq_once(&rows, 6);
+}

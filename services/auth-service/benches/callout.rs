@@ -1,0 +1,85 @@
+//! Auth callout throughput and latency with the JWKS cached, tracing on vs off, in one run:
+//! `cargo bench -p auth-service --bench callout` (builds the release binaries it starts:
+//! run `cargo build --release --workspace --bins` first).
+//!
+//! Each measured operation is a full client connection through the real nats-server 2.12
+//! with the project's nats.conf: CONNECT -> sealed callout request -> token validation ->
+//! signed, sealed user JWT -> connected. Reports connections per second (8 concurrent
+//! clients) and p50/p99 latency of sequential connections.
+
+use std::time::{Duration, Instant};
+
+use test_harness::ChatStack;
+use test_harness::oidc::TestIssuer;
+
+const SEQUENTIAL: usize = 300;
+const CONCURRENT_CLIENTS: usize = 8;
+const PER_CLIENT: usize = 100;
+
+async fn connect(url: &str, token: &str) {
+    let client = async_nats::ConnectOptions::with_token(token.to_owned()).connect(url).await.expect("connect");
+    drop(client);
+}
+
+struct Figures {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn measure(url: &str, token: &str) -> Figures {
+    for _ in 0..20 {
+        connect(url, token).await; // warm-up: JWKS loaded and cached
+    }
+    let mut latencies = Vec::with_capacity(SEQUENTIAL);
+    for _ in 0..SEQUENTIAL {
+        let started = Instant::now();
+        connect(url, token).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CONCURRENT_CLIENTS)
+        .map(|_| {
+            let (url, token) = (url.to_owned(), token.to_owned());
+            tokio::spawn(async move {
+                for _ in 0..PER_CLIENT {
+                    connect(&url, &token).await;
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
+    let per_second = (CONCURRENT_CLIENTS * PER_CLIENT) as f64 / started.elapsed().as_secs_f64();
+    Figures { per_second, p50: latencies[SEQUENTIAL / 2], p99: latencies[SEQUENTIAL * 99 / 100] }
+}
+
+#[tokio::main]
+async fn main() {
+    let stack = ChatStack::start_secured().await.expect("stack");
+    let issuer = TestIssuer::start().await.expect("issuer");
+    let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
+    let mut results = Vec::new();
+    for (label, sdk_disabled) in
+        [("tracing off", "true"), ("tracing on", "false"), ("tracing off", "true"), ("tracing on", "false")]
+    {
+        let env = [("OIDC_ISSUER", issuer.issuer()), ("OTEL_SDK_DISABLED", sdk_disabled), ("RUST_LOG", "warn")];
+        let mut auth = stack.spawn_service("auth-service", &env).await.expect("auth-service");
+        let figures = measure(&stack.nats.url(), &token).await;
+        println!(
+            "{label:12} {:8.0} connections/s ({CONCURRENT_CLIENTS} clients)   p50 {:6.2} ms   p99 {:6.2} ms (sequential)",
+            figures.per_second,
+            figures.p50.as_secs_f64() * 1e3,
+            figures.p99.as_secs_f64() * 1e3
+        );
+        results.push((sdk_disabled == "false", figures));
+        auth.process.kill();
+    }
+    let mean = |on: bool| {
+        let chosen: Vec<&Figures> = results.iter().filter(|(t, _)| *t == on).map(|(_, f)| f).collect();
+        chosen.iter().map(|f| f.per_second).sum::<f64>() / chosen.len() as f64
+    };
+    println!("throughput ratio tracing on / off: {:.3}", mean(true) / mean(false));
+}

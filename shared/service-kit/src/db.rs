@@ -1,0 +1,59 @@
+//! PostgreSQL pool settings and what database spans say about the server.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use telemetry::{DbOperation, Secret};
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = "postgres://chat@127.0.0.1:5432/chat")]
+    pub database_url: Secret,
+    /// Database connections.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 4)]
+    pub db_pool_size: u32,
+}
+
+/// `DATABASE_URL` is unusable (the URL is not repeated: it may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[error("DATABASE_URL is not a valid PostgreSQL URL")]
+pub struct DbUrlError;
+
+/// A lazily connecting pool plus the names its spans need.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The pool.
+    pub pool: PgPool,
+    database: String,
+    host: String,
+    port: u16,
+}
+
+impl DbArgs {
+    /// A pool that connects on first use: the service starts (not ready) before the database.
+    pub fn pool(&self) -> Result<Db, DbUrlError> {
+        let options = PgConnectOptions::from_str(self.database_url.expose()).map_err(|_| DbUrlError)?;
+        let database = options.get_database().unwrap_or("postgres").to_owned();
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        let pool = PgPoolOptions::new()
+            .max_connections(self.db_pool_size)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        Ok(Db { pool, database, host, port })
+    }
+}
+
+impl Db {
+    /// `SELECT 1`, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| format!("database: {e}"))
+    }
+
+    /// The description of a statement on `collection`, for [`telemetry::db_span`].
+    pub fn operation(&self, operation: &'static str, collection: &'static str, query: &'static str) -> DbOperation<'_> {
+        DbOperation { operation, collection, query, namespace: &self.database, address: &self.host, port: self.port }
+    }
+}

@@ -1,0 +1,50 @@
+//! What the service binaries share besides telemetry: how they connect to NATS
+//! ([`NatsArgs`]) and, with feature `postgres`, to PostgreSQL ([`DbArgs`], [`Db`]).
+//! Both are `clap` argument groups, flattened into each service's `Config`.
+
+#[cfg(feature = "postgres")]
+mod db;
+
+#[cfg(feature = "postgres")]
+pub use db::{Db, DbArgs, DbUrlError};
+
+use telemetry::{Peer, Secret};
+
+/// NATS connection settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// NATS user (service users bypass the auth callout).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+    /// NATS password of that user.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<Secret>,
+}
+
+/// NATS could not be reached (the URL has no credentials: they are never in it).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {source}")]
+pub struct ConnectFailed {
+    url: String,
+    source: async_nats::ConnectError,
+}
+
+impl NatsArgs {
+    /// Connects as `name` (shown in the server's connection list). The first connection
+    /// is retried in the background, so a service starts before NATS and reports not ready.
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectFailed> {
+        let mut options = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect();
+        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
+            options = options.user_and_password(user.clone(), password.expose().to_owned());
+        }
+        options.connect(&self.nats_url).await.map_err(|source| ConnectFailed { url: self.nats_url.clone(), source })
+    }
+
+    /// `server.address` / `server.port` for spans.
+    pub fn peer(&self) -> Peer {
+        Peer::from_url(&self.nats_url)
+    }
+}
