@@ -1,0 +1,80 @@
+//! The persist path at saturation, tracing on vs off, alternating in one run:
+//! `cargo build --release --workspace --bins && cargo bench -p persist-worker --bench drain`.
+//!
+//! Each round: a fresh nats-server and database, a backlog of traced messages published by
+//! chat-cli, then the worker drains it. Reports messages/s (worker ready -> last row
+//! committed), worker CPU per message (utime+stime from /proc), and the on/off ratios.
+//! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
+//! collector, costs CPU on the same two cores).
+
+use std::time::{Duration, Instant};
+
+use test_harness::ChatStack;
+
+const BACKLOG: usize = 20_000;
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    fields.iter().sum::<f64>() / 100.0
+}
+
+async fn rows(url: &str) -> i64 {
+    let out = tokio::process::Command::new("psql")
+        .args([url, "-tAc", "SELECT count(*) FROM chat.messages"])
+        .output()
+        .await
+        .expect("psql");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+struct Round {
+    per_second: f64,
+    cpu_us_per_message: f64,
+}
+
+async fn round(tracing: bool) -> Round {
+    let stack = ChatStack::start().await.expect("stack");
+    drop(stack.spawn_service("persist-worker", &[]).await.expect("creates the stream"));
+    stack
+        .cli_ok(&["send", "general", "benchmark message", "--count", &BACKLOG.to_string(), "--concurrency", "1024"])
+        .await
+        .expect("backlog");
+    let sdk_disabled = if tracing { "false" } else { "true" };
+    let env =
+        [("OTEL_SDK_DISABLED", sdk_disabled), ("RUST_LOG", "warn"), ("BATCH_SIZE", "256"), ("IN_FLIGHT_BATCHES", "2")];
+    let started = Instant::now();
+    let worker = stack.spawn_service("persist-worker", &env).await.expect("worker");
+    while rows(&stack.db.url).await < BACKLOG as i64 {
+        assert!(started.elapsed() < Duration::from_secs(300), "backlog not drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(worker.process.pid());
+    Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64 }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut results: Vec<(bool, Round)> = Vec::new();
+    for tracing in [false, true, false, true, false, true] {
+        let r = round(tracing).await;
+        println!(
+            "tracing {:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg",
+            if tracing { "on" } else { "off" },
+            r.per_second,
+            r.cpu_us_per_message
+        );
+        results.push((tracing, r));
+    }
+    let mean = |on: bool, f: fn(&Round) -> f64| {
+        let v: Vec<f64> = results.iter().filter(|(t, _)| *t == on).map(|(_, r)| f(r)).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "ratio on/off: throughput {:.3}, worker CPU per message {:.3}",
+        mean(true, |r| r.per_second) / mean(false, |r| r.per_second),
+        mean(true, |r| r.cpu_us_per_message) / mean(false, |r| r.cpu_us_per_message)
+    );
+}
