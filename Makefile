@@ -40,7 +40,7 @@ keys:
 
 ## demo: traffic through the stack (alice): plain messages, a retry, a slow one, a poison one, history
 demo: .env
-	$(COMPOSE) --profile demo run --rm chat-cli send general "hello from the demo" --count 20
+	$(COMPOSE) --profile demo run --rm chat-cli load --rate 5 --duration 60s --rooms general,random --fail-once 0.05 --slow 0.02 --poison 0.02
 	$(COMPOSE) --profile demo run --rm chat-cli send general "this one fails once" --fault fail-once
 	$(COMPOSE) --profile demo run --rm chat-cli send general "this one is slow" --fault slow
 	$(COMPOSE) --profile demo run --rm chat-cli send general "this one is poison" --fault poison

@@ -7,9 +7,11 @@
 mod connect;
 mod history;
 mod links;
+mod load;
 mod login;
 mod output;
 mod send;
+mod tail;
 
 use std::time::Duration;
 
@@ -64,6 +66,10 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Log in to Keycloak (password grant) and cache the access token.
     Login(login::LoginArgs),
+    /// Print live messages of a room, each with the trace it was sent in.
+    Tail(tail::TailArgs),
+    /// Send at a steady rate for a while, with demo faults, and print a summary.
+    Load(load::LoadArgs),
 }
 
 /// Runs one command.
@@ -77,6 +83,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let result = match &cli.command {
         Command::Send(args) => send::send(&client, &cli, args, &out).await,
         Command::History(args) => history::history(&client, &cli, args, &out).await,
+        Command::Tail(args) => tail::tail(&client, &cli, args, &out).await,
+        Command::Load(args) => load::load(&client, &cli, args).await,
         Command::Login(_) => Ok(()),
     };
     let _ = client.flush().await;

@@ -87,7 +87,12 @@ pub(crate) async fn send(
             (None, _) => format!("{run_id}-{i}"),
         })
         .collect();
-    let publishes = futures::stream::iter(ids).map(|id| publish_one(&js, &peer, &subject, id, &body, args, cli));
+    let options = PublishOptions {
+        caller_span: !args.no_caller_span,
+        traceparent: args.traceparent.clone(),
+        timeout: cli.timeout,
+    };
+    let publishes = futures::stream::iter(ids).map(|id| publish_one(&js, &peer, &subject, id, &body, &options));
     let mut results = publishes.buffer_unordered(args.concurrency.max(1));
     let mut failures = Vec::new();
     while let Some(result) = results.next().await {
@@ -106,24 +111,35 @@ pub(crate) async fn send(
     }
 }
 
-struct Sent {
-    seq: u64,
-    duplicate: bool,
-    msg_id: String,
-    trace_id: String,
+/// A publish the stream acknowledged.
+pub(crate) struct Sent {
+    pub(crate) seq: u64,
+    pub(crate) duplicate: bool,
+    pub(crate) msg_id: String,
+    pub(crate) trace_id: String,
 }
 
-async fn publish_one(
+/// How one message is published.
+pub(crate) struct PublishOptions {
+    /// Start a `send message` span around the publish (the seed's "producer with an active trace").
+    pub(crate) caller_span: bool,
+    /// Continue this W3C trace.
+    pub(crate) traceparent: Option<String>,
+    /// How long to wait for the stream's ack.
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// Publishes one message with its PRODUCER span and waits for the stream's ack.
+pub(crate) async fn publish_one(
     js: &async_nats::jetstream::Context,
     peer: &Peer,
     subject: &str,
     msg_id: String,
     body: &[u8],
-    args: &SendArgs,
-    cli: &Cli,
+    options: &PublishOptions,
 ) -> Result<Sent, CliError> {
-    let caller = if args.no_caller_span { tracing::Span::none() } else { tracing::info_span!("send message") };
-    if let Some(traceparent) = &args.traceparent {
+    let caller = if options.caller_span { tracing::info_span!("send message") } else { tracing::Span::none() };
+    if let Some(traceparent) = &options.traceparent {
         let mut headers = HeaderMap::new();
         let value = traceparent
             .parse::<async_nats::HeaderValue>()
@@ -143,7 +159,7 @@ async fn publish_one(
     let trace_id = span.context().span().span_context().trace_id().to_string();
     let result = async {
         let ack = js.publish_with_headers(subject.to_owned(), headers, body.to_vec().into()).await?;
-        tokio::time::timeout(cli.timeout, ack).await.map_err(|_| {
+        tokio::time::timeout(options.timeout, ack).await.map_err(|_| {
             async_nats::jetstream::context::PublishError::from(
                 async_nats::jetstream::context::PublishErrorKind::TimedOut,
             )
@@ -157,7 +173,7 @@ async fn publish_one(
             record_failure(&span, "publish_failed", &error.to_string());
             Err(match error.kind() {
                 async_nats::jetstream::context::PublishErrorKind::TimedOut => {
-                    CliError::Timeout(format!("publish to {subject}"), cli.timeout)
+                    CliError::Timeout(format!("publish to {subject}"), options.timeout)
                 }
                 async_nats::jetstream::context::PublishErrorKind::StreamNotFound => {
                     CliError::NoResponders(format!("{subject} (no stream stores it; is persist-worker set up?)"))
@@ -168,7 +184,7 @@ async fn publish_one(
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -1,0 +1,69 @@
+//! `chat-cli tail <room>`: live messages of a room. Each delivery is a CONSUMER span
+//! (`process chat.msg.*.*`) parented to the sender's PRODUCER span, and prints the
+//! sender's trace id, so a live message leads to its trace like a stored one does.
+
+use chat_protocol::{ChatMessage, MESSAGE_TEMPLATE, parse_message_subject, validate_name};
+use futures::StreamExt as _;
+use opentelemetry::trace::TraceContextExt as _;
+use serde_json::json;
+use telemetry::{MessageRef, Peer, process_span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::output::Output;
+use crate::{Cli, CliError};
+
+/// Arguments of `tail`.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Room name.
+    pub room: String,
+    /// Stop after this many messages (default: until Ctrl-C).
+    #[arg(long)]
+    pub count: Option<usize>,
+}
+
+pub(crate) async fn tail(
+    client: &async_nats::Client,
+    cli: &Cli,
+    args: &TailArgs,
+    out: &Output,
+) -> Result<(), CliError> {
+    let room = validate_name("room", &args.room).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let subject = format!("chat.msg.{room}.*");
+    let mut messages =
+        client.subscribe(subject.clone()).await.map_err(|e| CliError::Nats(format!("subscribe {subject}: {e}")))?;
+    // A refused subscription only shows as silence: make sure the server accepted it.
+    client.flush().await.map_err(|e| CliError::Nats(e.to_string()))?;
+    eprintln!("tailing {subject} (Ctrl-C to stop)");
+    let peer = Peer::from_url(&cli.nats_url);
+    let mut seen = 0;
+    let stop = telemetry::shutdown_signal();
+    tokio::pin!(stop);
+    while args.count.is_none_or(|n| seen < n) {
+        let message = tokio::select! {
+            () = &mut stop => break,
+            next = messages.next() => match next { Some(m) => m, None => break },
+        };
+        seen += 1;
+        let span = process_span(
+            &MessageRef {
+                subject: &message.subject,
+                template: MESSAGE_TEMPLATE,
+                message_id: None,
+                body_size: message.payload.len(),
+            },
+            message.headers.as_ref(),
+            None,
+            "chat-cli",
+            &peer,
+        );
+        let trace_id = span.context().span().span_context().trace_id().to_string();
+        let user = parse_message_subject(&message.subject).map(|(_, user)| user.to_owned()).unwrap_or_default();
+        let text =
+            ChatMessage::decode(&message.payload).map(|m| m.text).unwrap_or_else(|e| format!("<{}>", e.reason()));
+        span.in_scope(|| {
+            out.result(&format!("{user}: {text}"), &trace_id, json!({ "room": room, "user": user, "text": text }));
+        });
+    }
+    Ok(())
+}
