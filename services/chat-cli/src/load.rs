@@ -45,7 +45,7 @@ fn fault_for(i: u64, args: &LoadArgs) -> Option<DemoFault> {
     [(args.poison, DemoFault::Poison), (args.slow, DemoFault::Slow), (args.fail_once, DemoFault::FailOnce)]
         .into_iter()
         .enumerate()
-        .find_map(|(k, (share, fault))| every(share).filter(|n| (i + k as u64) % n == 0).map(|_| fault))
+        .find_map(|(k, (share, fault))| every(share).filter(|n| (i + k as u64).is_multiple_of(*n)).map(|_| fault))
 }
 
 pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs) -> Result<(), CliError> {
