@@ -21,6 +21,7 @@ mod postgres;
 mod process;
 mod stack;
 
+pub mod backends;
 pub mod model;
 pub mod oidc;
 pub mod otlp;
