@@ -7,10 +7,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind};
 use chat_protocol::{DLQ_REASON_HEADER, DLQ_TEMPLATE, dlq_subject};
 use futures::future::join_all;
-use opentelemetry::trace::TraceContextExt as _;
 use telemetry::{MessageRef, Peer, Settlement, inject_span, publish_span, record_failure, settle_span};
 use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::Config;
 use crate::delivery::{Delivery, Outcome};
@@ -106,7 +104,7 @@ impl Processor {
     /// others. A statement that outlives the deadline counts as unavailability.
     async fn insert(&self, to_store: &[(&Delivery, Row)]) -> Result<u64, StoreError> {
         let rows: Vec<Row> = to_store.iter().map(|(_, row)| row.clone()).collect();
-        let links = to_store[1..].iter().map(|(d, _)| d.span.context().span().span_context().clone()).collect();
+        let links = to_store[1..].iter().map(|(d, _)| d.span_context.clone()).collect();
         let insert = self.store.insert_batch(&rows, links).instrument(to_store[0].0.span.clone());
         tokio::time::timeout(self.config.processing_deadline, insert).await.unwrap_or(Err(StoreError::Timeout))
     }

@@ -3,7 +3,7 @@
 
 use async_nats::jetstream;
 use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, parse_message_subject};
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
 use telemetry::{MessageRef, Peer, process_span, record_failure, run_with_deadline};
 use time::OffsetDateTime;
 use tracing::Span;
@@ -30,6 +30,8 @@ pub(crate) struct Delivery {
     pub(crate) span: Span,
     pub(crate) facts: telemetry::Delivery,
     pub(crate) message_id: Option<String>,
+    /// The span's context, read once (the row's trace id, the batch INSERT's links).
+    pub(crate) span_context: SpanContext,
 }
 
 impl Delivery {
@@ -57,7 +59,8 @@ impl Delivery {
             chat_protocol::CONSUMER,
             peer,
         );
-        Self { message, span, facts, message_id }
+        let span_context = span.context().span().span_context().clone();
+        Self { message, span, facts, message_id, span_context }
     }
 
     /// The room named by the subject, if valid (for the dead-letter subject).
@@ -122,7 +125,7 @@ impl Delivery {
             .sent_at_ms
             .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
             .unwrap_or(published);
-        let trace_id = self.span.context().span().span_context().trace_id();
+        let trace_id = self.span_context.trace_id();
         tracing::debug!(stream_sequence = self.facts.stream_sequence, "message valid");
         Outcome::Store {
             row: Row {

@@ -121,14 +121,18 @@ fn as_i64(value: u64) -> i64 {
 }
 
 /// One span shape for every messaging operation; fields not set stay off the span.
+/// Every value is given at creation (`None` leaves the attribute off): a later
+/// `record` is another trip through the subscriber, and this runs once per message.
 fn messaging_span(
     kind: &'static str,
     operation: &'static str,
     op_type: &'static str,
     msg: &MessageRef<'_>,
     peer: &Peer,
+    group: Option<&str>,
+    delivery: Option<&Delivery>,
 ) -> Span {
-    let span = tracing::info_span!(
+    tracing::info_span!(
         "messaging",
         otel.name = %format_args!("{operation} {}", msg.template),
         otel.kind = kind,
@@ -140,39 +144,34 @@ fn messaging_span(
         messaging.operation.type = op_type,
         messaging.destination.name = msg.subject,
         messaging.destination.template = msg.template,
-        messaging.message.id = Empty,
+        messaging.message.id = msg.message_id,
         messaging.message.body.size = as_i64(msg.body_size as u64),
-        messaging.consumer.group.name = Empty,
-        messaging.message_redelivered = Empty,
-        messaging.nats.delivery_count = Empty,
-        messaging.nats.stream.sequence = Empty,
-        messaging.nats.queue_wait = Empty,
+        messaging.consumer.group.name = group,
+        messaging.message_redelivered = delivery.map(Delivery::is_redelivery),
+        messaging.nats.delivery_count = delivery.map(|d| as_i64(d.delivery_count)),
+        messaging.nats.stream.sequence = delivery.map(|d| as_i64(d.stream_sequence)),
+        messaging.nats.queue_wait = delivery.map(|d| d.queue_wait_seconds),
         server.address = %peer.address,
         server.port = i64::from(peer.port),
         enduser.id = Empty,
-    );
-    if let Some(id) = msg.message_id {
-        span.record("messaging.message.id", id);
-    }
-    span
+    )
 }
 
 /// PRODUCER span `publish <template>`, child of the current span (or a new root).
 /// Inject its context with [`inject_span`] before publishing.
 pub fn publish_span(msg: &MessageRef<'_>, peer: &Peer) -> Span {
-    messaging_span("producer", "publish", "send", msg, peer)
+    messaging_span("producer", "publish", "send", msg, peer, None, None)
 }
 
 /// CLIENT span `request <template>` for a request/reply call, child of the current span.
 pub fn request_span(msg: &MessageRef<'_>, peer: &Peer) -> Span {
-    messaging_span("client", "request", "send", msg, peer)
+    messaging_span("client", "request", "send", msg, peer, None, None)
 }
 
 /// SERVER span `process <template>` for answering a request, parented to the
 /// requester's span from `headers` (a new root if they carry none or a bad one).
 pub fn server_span(msg: &MessageRef<'_>, headers: Option<&HeaderMap>, group: &str, peer: &Peer) -> Span {
-    let span = messaging_span("server", "process", "process", msg, peer);
-    span.record("messaging.consumer.group.name", group);
+    let span = messaging_span("server", "process", "process", msg, peer, Some(group), None);
     set_remote_parent(&span, headers);
     span
 }
@@ -186,21 +185,14 @@ pub fn process_span(
     group: &str,
     peer: &Peer,
 ) -> Span {
-    let span = messaging_span("consumer", "process", "process", msg, peer);
-    span.record("messaging.consumer.group.name", group);
-    if let Some(d) = delivery {
-        span.record("messaging.message_redelivered", d.is_redelivery());
-        span.record("messaging.nats.delivery_count", as_i64(d.delivery_count));
-        span.record("messaging.nats.stream.sequence", as_i64(d.stream_sequence));
-        span.record("messaging.nats.queue_wait", d.queue_wait_seconds);
-    }
+    let span = messaging_span("consumer", "process", "process", msg, peer, Some(group), delivery);
     set_remote_parent(&span, headers);
     span
 }
 
 /// CLIENT span `ack <template>` (`nak`, `term`, `progress`), child of the current span.
 pub fn settle_span(settlement: Settlement, msg: &MessageRef<'_>, peer: &Peer) -> Span {
-    messaging_span("client", settlement.as_str(), "settle", msg, peer)
+    messaging_span("client", settlement.as_str(), "settle", msg, peer, None, None)
 }
 
 /// Injects `span`'s context into `headers` (starting the span if it had not started).
