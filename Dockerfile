@@ -3,6 +3,7 @@
 # Dependencies are compiled in their own layer (from the manifests only), so editing a
 # service rebuilds just the workspace crates. The runtime image is distroless, non-root,
 # with no shell: the healthcheck is the binary's own `healthcheck` subcommand.
+# Every workspace member must appear in both lists below (checked by make test).
 
 FROM rust:1.95.0-slim-bookworm AS build
 ARG SERVICE
@@ -13,21 +14,29 @@ COPY Cargo.toml Cargo.lock ./
 COPY shared/telemetry/Cargo.toml shared/telemetry/
 COPY shared/test-harness/Cargo.toml shared/test-harness/
 COPY shared/chat-protocol/Cargo.toml shared/chat-protocol/
+COPY shared/service-kit/Cargo.toml shared/service-kit/
 COPY services/persist-worker/Cargo.toml services/persist-worker/
 COPY services/history-service/Cargo.toml services/history-service/
 COPY services/auth-service/Cargo.toml services/auth-service/
 COPY services/chat-cli/Cargo.toml services/chat-cli/
-RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol services/persist-worker \
-        services/history-service services/auth-service services/chat-cli; do \
+COPY services/nats-trace-bridge/Cargo.toml services/nats-trace-bridge/
+COPY tests/Cargo.toml tests/
+RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol shared/service-kit \
+        services/persist-worker services/history-service services/auth-service services/chat-cli \
+        services/nats-trace-bridge tests ; do \
       mkdir -p $crate/src && echo '' > $crate/src/lib.rs && echo 'fn main() {}' > $crate/src/main.rs; \
     done \
+ && mkdir -p services/persist-worker/benches services/auth-service/benches \
+ && echo 'fn main() {}' > services/persist-worker/benches/drain.rs \
+ && echo 'fn main() {}' > services/auth-service/benches/callout.rs \
  && cargo build --release --locked -p "${SERVICE}" \
- && rm -rf shared/*/src services/*/src
+ && rm -rf shared/*/src services/*/src services/*/benches tests/src
 
 # 2. The workspace itself (migrations and permissions.json are embedded at compile time).
 COPY shared shared
 COPY services services
-RUN find shared services -name '*.rs' -exec touch {} + \
+COPY tests tests
+RUN find shared services tests -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p "${SERVICE}" --bin "${SERVICE}" \
  && cp "target/release/${SERVICE}" /service
 

@@ -333,3 +333,34 @@ fn no_secret_is_committed_in_the_stack_files() {
     let ignore = std::fs::read_to_string(repo_file(".gitignore")).expect(".gitignore");
     assert!(ignore.lines().any(|l| l.trim() == ".env"), ".env must be git-ignored");
 }
+
+#[test]
+fn the_dockerfile_knows_every_workspace_member() {
+    let dockerfile = std::fs::read_to_string(repo_file("Dockerfile")).expect("Dockerfile");
+    let manifest: String = std::fs::read_to_string(repo_file("Cargo.toml")).expect("Cargo.toml");
+    let mut members = Vec::new();
+    for pattern in ["shared", "services"] {
+        for entry in std::fs::read_dir(repo_file(pattern)).expect("dir").flatten() {
+            if entry.path().join("Cargo.toml").exists() {
+                members.push(format!("{pattern}/{}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    if manifest.contains("\"tests\"") {
+        members.push("tests".to_owned());
+    }
+    let bench = regex::Regex::new(r#"\[\[bench\]\]\s*name = "([\w-]+)""#).expect("regex");
+    for member in members {
+        assert!(
+            dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "Dockerfile does not copy {member}/Cargo.toml"
+        );
+        assert!(dockerfile.contains(&format!(" {member} ")), "Dockerfile stub loop misses {member}");
+        // Explicit [[bench]] targets must exist while cargo loads the workspace in stage 1.
+        let manifest = std::fs::read_to_string(repo_file(&format!("{member}/Cargo.toml"))).expect("manifest");
+        for name in bench.captures_iter(&manifest) {
+            let path = format!("{member}/benches/{}.rs", &name[1]);
+            assert!(dockerfile.contains(&path), "Dockerfile must stub {path}");
+        }
+    }
+}

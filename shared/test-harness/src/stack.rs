@@ -122,6 +122,7 @@ impl ChatStack {
             let (user, password) = match bin {
                 "auth-service" => ("auth", "NATS_AUTH_PASSWORD"),
                 "history-service" => ("history", "NATS_HISTORY_PASSWORD"),
+                "nats-trace-bridge" => ("tracer", "NATS_TRACER_PASSWORD"),
                 _ => ("persist", "NATS_PERSIST_PASSWORD"),
             };
             cmd.env("NATS_USER", user).env("NATS_PASSWORD", self.secret(password));
