@@ -57,6 +57,7 @@ fn nats_server_accepts_the_project_config() {
         .arg(repo_file("nats/nats.conf"))
         .envs(sample_env())
         .env("NATS_STORE_DIR", store.path())
+        .env("NATS_TRACE_SAMPLING", "100")
         .output()
         .expect("nats-server (scripts/test-deps.sh installs it)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -244,3 +244,35 @@ async fn with_the_project_config_a_consumer_still_continues_the_producers_trace(
         app.stack.otlp.wait_for_spans_in_trace(&trace_id, "process chat.msg.*.*", 1, WAIT).await.expect("consumer");
     trace.assert_child_of(trace.one("process chat.msg.*.*"), trace.one("publish chat.msg.*.*"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_caches_the_token_for_the_owner_only_and_later_commands_use_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let app = TestApp::spawn().await;
+    let _worker = app.stack.spawn_service("persist-worker", &[]).await.expect("worker");
+    let cache = tempfile::tempdir().expect("cache dir");
+    let run = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(test_harness::cargo_bin("chat-cli"));
+        cmd.args(["--nats-url", &app.stack.nats.url(), "--user", "alice", "--timeout", "2s"])
+            .args(args)
+            .env("XDG_CACHE_HOME", cache.path())
+            .env("OTEL_SDK_DISABLED", "true");
+        async move { cmd.output().await.expect("chat-cli") }
+    };
+    let token_url = app.issuer.token_url();
+    let login = run(vec![
+        "--oidc-token-url".into(),
+        token_url,
+        "--password".into(),
+        test_harness::oidc::PASSWORD.into(),
+        "login".into(),
+    ])
+    .await;
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let file = cache.path().join("chat-cli/token");
+    let mode = std::fs::metadata(&file).expect("cached token").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the owner may read the token");
+    assert!(!String::from_utf8_lossy(&login.stdout).contains("eyJ"), "the token is not printed unless asked");
+    let send = run(vec!["send".into(), "general".into(), "with the cached token".into()]).await;
+    assert!(send.status.success(), "{}", String::from_utf8_lossy(&send.stderr));
+}

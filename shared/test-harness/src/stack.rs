@@ -95,7 +95,8 @@ impl ChatStack {
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect();
-        let env: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.push(("NATS_TRACE_SAMPLING".to_owned(), "100".to_owned()));
         let config = crate::paths::workspace_root().join("nats/nats.conf");
         let nats = NatsServer::start_with(Some(&config), env).await?;
         let postgres = Postgres::start()?;
