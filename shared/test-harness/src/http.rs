@@ -15,5 +15,6 @@ pub(crate) async fn get_status(port: u16, path: &str) -> Option<u16> {
         let n = stream.read(&mut head).await.ok()?;
         String::from_utf8_lossy(&head[..n]).split_whitespace().nth(1)?.parse().ok()
     };
-    tokio::time::timeout(Duration::from_secs(2), exchange).await.ok().flatten()
+    // Longer than a service's readiness check timeout, so a slow check still answers 503.
+    tokio::time::timeout(Duration::from_secs(5), exchange).await.ok().flatten()
 }
