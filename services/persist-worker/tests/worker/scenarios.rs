@@ -184,3 +184,19 @@ async fn malformed_payloads_and_bad_names_are_dead_lettered_without_leaking_them
     assert!(!worker.process.output().contains(secret), "a body reached stdout");
     assert!(app.rows().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_work_sends_progress_acks_so_the_server_does_not_redeliver_meanwhile() {
+    let app = TestApp { stack: test_harness::ChatStack::start().await.expect("stack") };
+    // ack_wait 1 s but 3 s of work: only progress acks keep the server from redelivering.
+    let _worker = app.worker(&[("ACK_WAIT", "1s"), ("PROCESSING_DEADLINE", "3s")]).await;
+    let (_, trace_id) = app.send("slow", &["--fault", "slow"]).await.remove(0);
+    let trace = app.stack.otlp.wait_for_spans_in_trace(&trace_id, INSERT, 1, WAIT).await.expect("stored");
+    let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
+    let attempts = trace.named(PROCESS);
+    assert_eq!(attempts.len(), 2, "the timed-out attempt and one redelivery, nothing in between:\n{}", trace.tree());
+    assert_error(attempts[0], "Timeout");
+    assert_eq!(attempts[1].attributes.int("messaging.nats.delivery_count"), Some(2));
+    let progress = trace.named("progress chat.msg.*.*");
+    assert!(progress.is_empty(), "progress acks are not traced per tick");
+}
