@@ -6,6 +6,9 @@
 //! committed), worker CPU per message (utime+stime from /proc), and the on/off ratios.
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
 //! collector, costs CPU on the same two cores).
+//!
+//! `DRAIN_PERF=1` also samples the worker with `perf record -e cpu-clock -g` during the
+//! tracing-on rounds (files `target/perf-drain-<n>.data`; read with `perf report`).
 
 use std::time::{Duration, Instant};
 
@@ -42,16 +45,37 @@ async fn round(tracing: bool) -> Round {
         .await
         .expect("backlog");
     let sdk_disabled = if tracing { "false" } else { "true" };
-    let env =
-        [("OTEL_SDK_DISABLED", sdk_disabled), ("RUST_LOG", "warn"), ("BATCH_SIZE", "256"), ("IN_FLIGHT_BATCHES", "2")];
+    // As in the containers: JSON log lines.
+    let env = [
+        ("OTEL_SDK_DISABLED", sdk_disabled),
+        ("RUST_LOG", "warn"),
+        ("LOG_FORMAT", "json"),
+        ("BATCH_SIZE", "256"),
+        ("IN_FLIGHT_BATCHES", "2"),
+    ];
     let started = Instant::now();
     let worker = stack.spawn_service("persist-worker", &env).await.expect("worker");
+    let perf = (tracing && std::env::var_os("DRAIN_PERF").is_some()).then(|| {
+        let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
+        std::process::Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-g", "-o"])
+            .arg(out)
+            .args(["-p", &worker.process.pid().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf (Debian package linux-perf)")
+    });
     while rows(&stack.db.url).await < BACKLOG as i64 {
         assert!(started.elapsed() < Duration::from_secs(300), "backlog not drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(worker.process.pid());
+    if let Some(perf) = perf {
+        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait_with_output();
+    }
     Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64 }
 }
 

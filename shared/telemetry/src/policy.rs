@@ -107,6 +107,25 @@ impl std::fmt::Display for Secret {
 /// assert!(!telemetry::is_sensitive_key("messaging.message.body.size"));
 /// ```
 pub fn is_sensitive_key(key: &str) -> bool {
+    // Every attribute of every span passes here at export; keys repeat, so remember answers.
+    thread_local! {
+        static DECIDED: std::cell::RefCell<std::collections::HashMap<Box<str>, bool>> = Default::default();
+    }
+    const MAX_REMEMBERED: usize = 4096;
+    if let Some(known) = DECIDED.with(|d| d.borrow().get(key).copied()) {
+        return known;
+    }
+    let sensitive = decide(key);
+    DECIDED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.len() < MAX_REMEMBERED {
+            d.insert(key.into(), sensitive);
+        }
+    });
+    sensitive
+}
+
+fn decide(key: &str) -> bool {
     if ALLOWED_KEYS.contains(&key) {
         return false;
     }

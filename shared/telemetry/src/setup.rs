@@ -270,7 +270,9 @@ fn stdout_layer(format: LogFormat, log: Targets, stderr: bool) -> Box<dyn Layer<
     let writer = if stderr { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     match format {
-        LogFormat::Json => Gate::new(layer.event_format(JsonLines), allow).boxed(),
+        // JsonLines reads the span's name from the registry and the trace ids from the OTel
+        // context, never the formatted span fields: the fmt layer need not see spans.
+        LogFormat::Json => Gate::events_only(layer.event_format(JsonLines), allow).boxed(),
         LogFormat::Text => Gate::new(layer.fmt_fields(RedactingFields::default()), allow).boxed(),
     }
 }
