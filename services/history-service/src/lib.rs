@@ -11,7 +11,7 @@ mod config;
 mod handler;
 mod query;
 
-pub use config::{Cli, Command, Config};
+pub use config::Config;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -2,13 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use history_service::{Cli, Command};
+use history_service::Config;
+use service_kit::{ServiceCli, ServiceCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Healthcheck) = cli.command {
+    let cli = ServiceCli::<Config>::parse_for(
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        "Answers chat history requests from PostgreSQL",
+    );
+    if let Some(ServiceCommand::Healthcheck) = cli.command {
         return telemetry::healthcheck(cli.config.health.health_addr).await;
     }
     telemetry::run_service(telemetry::service_info!(), |shutdown| history_service::run(cli.config, shutdown)).await

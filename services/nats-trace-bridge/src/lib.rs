@@ -17,7 +17,7 @@
 mod config;
 mod event;
 
-pub use config::{Cli, Command, Config};
+pub use config::Config;
 
 use std::future::Future;
 

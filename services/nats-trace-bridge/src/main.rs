@@ -2,16 +2,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use nats_trace_bridge::{Cli, Command};
+use nats_trace_bridge::Config;
+use service_kit::{ServiceCli, ServiceCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Healthcheck) = cli.command {
+    let cli = ServiceCli::<Config>::parse_for(
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        "NATS message-tracing events -> OpenTelemetry spans",
+    );
+    if let Some(ServiceCommand::Healthcheck) = cli.command {
         return telemetry::healthcheck(cli.config.health.health_addr).await;
     }
     // The spans describe the broker: service.name is nats-server unless OTEL_SERVICE_NAME says otherwise.
-    let service = telemetry::ServiceInfo { name: "nats-server", ..telemetry::service_info!() };
-    telemetry::run_service(service, |shutdown| nats_trace_bridge::run(cli.config, shutdown)).await
+    telemetry::run_service(telemetry::ServiceInfo { name: "nats-server", ..telemetry::service_info!() }, |shutdown| {
+        nats_trace_bridge::run(cli.config, shutdown)
+    })
+    .await
 }

@@ -5,26 +5,6 @@ use std::time::Duration;
 use service_kit::{DbArgs, NatsArgs};
 use telemetry::HealthArgs;
 
-/// Command line.
-#[derive(Debug, clap::Parser)]
-#[command(name = "persist-worker", version, about = "Stores chat messages from JetStream in PostgreSQL")]
-pub struct Cli {
-    /// What to do (default: run the worker).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Worker settings.
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Probe a running worker's /readyz (exit 0 when ready); for container healthchecks.
-    Healthcheck,
-}
-
-/// Worker settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// NATS connection (the `persist` service user bypasses the auth callout).
@@ -116,7 +96,7 @@ mod tests {
     use clap::Parser as _;
 
     fn config(args: &[&str]) -> Config {
-        Cli::try_parse_from([&["persist-worker"], args].concat()).expect("parses").config
+        service_kit::ServiceCli::<Config>::try_parse_from([&["persist-worker"], args].concat()).expect("parses").config
     }
 
     #[test]

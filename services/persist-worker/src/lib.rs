@@ -28,7 +28,7 @@ mod setup;
 mod store;
 mod worker;
 
-pub use config::{Cli, Command, Config};
+pub use config::Config;
 
 use std::future::Future;
 use std::sync::Arc;

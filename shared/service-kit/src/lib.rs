@@ -1,6 +1,7 @@
-//! What the service binaries share besides telemetry: how they connect to NATS
-//! ([`NatsArgs`]) and, with feature `postgres`, to PostgreSQL ([`DbArgs`], [`Db`]).
-//! Both are `clap` argument groups, flattened into each service's `Config`.
+//! What the service binaries share besides telemetry: their command line ([`ServiceCli`]:
+//! settings plus a `healthcheck` subcommand), how they connect to NATS ([`NatsArgs`]) and,
+//! with feature `postgres`, to PostgreSQL ([`DbArgs`], [`Db`]). The argument groups are
+//! flattened into each service's `Config`.
 
 #[cfg(feature = "postgres")]
 mod db;
@@ -9,6 +10,34 @@ mod db;
 pub use db::{Db, DbArgs, DbUrlError};
 
 use telemetry::{Peer, Secret};
+
+/// A service's command line: its settings, and `healthcheck` for container healthchecks.
+#[derive(Debug, clap::Parser)]
+pub struct ServiceCli<C: clap::Args> {
+    /// What to do (default: run the service).
+    #[command(subcommand)]
+    pub command: Option<ServiceCommand>,
+    /// The service's settings.
+    #[command(flatten)]
+    pub config: C,
+}
+
+/// Subcommands every service has.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Probe a running instance's /readyz (exit 0 when ready); for container healthchecks.
+    Healthcheck,
+}
+
+impl<C: clap::Args> ServiceCli<C> {
+    /// Parses the process arguments; `--help` and `--version` show the service's own name,
+    /// version and description. Bad arguments exit with clap's message and code 2.
+    pub fn parse_for(name: &'static str, version: &'static str, about: &'static str) -> Self {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Self::command().name(name).version(version).about(about).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
 
 /// NATS connection settings.
 #[derive(Debug, Clone, clap::Args)]
