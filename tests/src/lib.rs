@@ -85,6 +85,14 @@ pub fn promql_metrics(expr: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The values a PromQL expression matches `label` against with `=` (e.g. every
+/// `span_name="..."`), so dashboards can be checked against the spans really exported.
+pub fn promql_label_values(expr: &str, label: &str) -> BTreeSet<String> {
+    let matcher =
+        Regex::new(&format!(r#"\b{}\s*=\s*"([^"]*)""#, regex::escape(label))).unwrap_or_else(|e| panic!("{e}"));
+    matcher.captures_iter(expr).map(|c| c[1].to_owned()).collect()
+}
+
 /// Every Prometheus expression in a dashboard (targets with an `expr`).
 pub fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
     let mut exprs = Vec::new();
@@ -107,6 +115,15 @@ mod tests {
 
     fn metric(name: &str, unit: &str, monotonic: bool) -> MetricRecord {
         MetricRecord { service_name: "s".into(), name: name.into(), unit: unit.into(), monotonic, points: vec![] }
+    }
+
+    #[test]
+    fn label_matchers_are_read_but_regex_matchers_are_not() {
+        let expr = r#"rate(x{service_name="nats-server", span_name="nats ingress chat.msg.*.*", job=~"a.*"}[1m])"#;
+        assert_eq!(promql_label_values(expr, "span_name"), BTreeSet::from(["nats ingress chat.msg.*.*".to_owned()]));
+        assert_eq!(promql_label_values(expr, "service_name"), BTreeSet::from(["nats-server".to_owned()]));
+        assert!(promql_label_values(expr, "job").is_empty());
+        assert!(promql_label_values(expr, "name").is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use serde_yaml::Value;
 use stack_checks::{json, repo_file, sample_env, yaml};
+use test_harness::service_graph::DATABASE_NAME_ATTRIBUTES;
 
 fn compose() -> Value {
     yaml("docker-compose.yml")
@@ -272,6 +273,10 @@ fn tempo_and_loki_configs_avoid_the_known_startup_failures() {
     let tempo = yaml("tempo/tempo.yaml");
     assert_eq!(tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"], "0.0.0.0:4317");
     assert_eq!(tempo["metrics_generator"]["storage"]["remote_write"][0]["send_exemplars"], Value::Bool(true));
+    // The service-graph model the tests use reads the same database-name attributes.
+    let database_names = &tempo["metrics_generator"]["processor"]["service_graphs"]["database_name_attributes"];
+    let expected: Vec<Value> = DATABASE_NAME_ATTRIBUTES.iter().map(|k| Value::String((*k).into())).collect();
+    assert_eq!(database_names, &Value::Sequence(expected));
     let loki = yaml("loki/loki.yaml");
     assert_eq!(loki["auth_enabled"], Value::Bool(false));
     let schema = &loki["schema_config"]["configs"][0];

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use stack_checks::{GENERATED_SERIES, dashboard_exprs, json, prometheus_name, promql_metrics};
+use stack_checks::{GENERATED_SERIES, dashboard_exprs, json, prometheus_name, promql_label_values, promql_metrics};
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
 
@@ -22,6 +22,8 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         .await
         .expect("worker");
     let _history = stack.spawn_service("history-service", &[]).await.expect("history");
+    let _bridge =
+        stack.spawn_service("nats-trace-bridge", &[("OTEL_SERVICE_NAME", "nats-server")]).await.expect("bridge");
 
     // Traffic that makes every instrument record: allowed and denied logins, a retry, a
     // dead letter, history ok and refused, a hostile traceparent.
@@ -71,11 +73,15 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
     let mut known: BTreeSet<String> = metrics.iter().map(prometheus_name).collect();
     known.extend(GENERATED_SERIES.iter().map(|s| (*s).to_owned()));
 
+    let mut filtered_spans = BTreeSet::new();
+    let mut filtered_services = BTreeSet::new();
     for path in ["grafana/dashboards/service-overview.json", "grafana/dashboards/messaging.json"] {
         let dashboard = json(path);
         let exprs = dashboard_exprs(&dashboard);
         assert!(!exprs.is_empty(), "{path} has Prometheus panels");
         for expr in exprs {
+            filtered_spans.extend(promql_label_values(&expr, "span_name"));
+            filtered_services.extend(promql_label_values(&expr, "service_name"));
             let used = promql_metrics(&expr);
             assert!(!used.is_empty(), "{path}: no metric found in {expr}");
             for metric in used {
@@ -86,6 +92,22 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
             }
         }
     }
+    // Span-metric panels filter on span and service names: each must be one really exported.
+    assert!(filtered_spans.contains("nats ingress chat.msg.*.*"), "{filtered_spans:?}");
+    let seen = stack
+        .otlp
+        .wait_for(WAIT, "every span and service name a dashboard filters on", |c| {
+            let spans: BTreeSet<String> = c.spans.iter().map(|s| s.name.clone()).collect();
+            let services: BTreeSet<String> = c.spans.iter().map(|s| s.service_name.clone()).collect();
+            (filtered_spans.is_subset(&spans) && filtered_services.is_subset(&services)).then_some(())
+        })
+        .await;
+    if seen.is_err() {
+        let captured = stack.otlp.captured();
+        let spans: BTreeSet<_> = captured.spans.iter().map(|s| (s.service_name.as_str(), s.name.as_str())).collect();
+        panic!("dashboards filter on {filtered_spans:?} / {filtered_services:?}; exported: {spans:?}");
+    }
+
     // The metrics of DESIGN.md 5.4, under their Prometheus names.
     for name in [
         "messages_persisted_total",

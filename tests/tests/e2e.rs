@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use test_harness::backends::{loki_logs, prometheus_exemplar_trace_ids, prometheus_vector, tempo_trace};
 use test_harness::model::{AttributesExt as _, SpanKind};
+use test_harness::service_graph::ServiceGraph;
 use test_harness::trace::{Trace, assert_error, assert_kind};
 
 const GRAFANA: &str = "http://localhost:3001";
@@ -128,11 +129,16 @@ async fn the_seed_scenarios_read_back_from_tempo_loki_prometheus_and_grafana() {
     let history = id(chat_cli(&token, &["history", "general", "--limit", "5"]).await);
 
     // 4. Tempo: the same span trees as the native tests.
-    let trace =
-        trace_with(&http, &plain, &["publish chat.msg.*.*", "process chat.msg.*.*", "INSERT chat.messages"]).await;
+    let names = ["publish chat.msg.*.*", "nats ingress chat.msg.*.*", "process chat.msg.*.*", "INSERT chat.messages"];
+    let plain_trace = trace_with(&http, &plain, &names).await;
+    let trace = &plain_trace;
     let producer = trace.one("publish chat.msg.*.*");
     let consumer = trace.one("process chat.msg.*.*");
     trace.assert_child_of(consumer, producer);
+    let hop = trace.one("nats ingress chat.msg.*.*");
+    trace.assert_child_of(hop, producer);
+    assert_eq!(hop.service_name, "nats-server");
+    assert!(hop.event("jetstream.store").is_some(), "{}", trace.tree());
     trace.assert_child_of(trace.one("INSERT chat.messages"), consumer);
     assert_kind(producer, SpanKind::Producer);
     assert_kind(consumer, SpanKind::Consumer);
@@ -200,6 +206,27 @@ async fn the_seed_scenarios_read_back_from_tempo_loki_prometheus_and_grafana() {
     })
     .await;
     assert_eq!(linked.len(), 32);
+
+    // 6b. Prometheus: Tempo's service graph has the edges the model predicts for the
+    // plain message's trace (chat-cli -> persist-worker, persist-worker -> postgres).
+    let graph = ServiceGraph::of(plain_trace.spans());
+    assert!(graph.conflicts.is_empty(), "{:?}", graph.conflicts);
+    assert!(graph.edges.len() >= 2, "{graph:?}");
+    for edge in graph.edges.keys() {
+        let selector = format!(
+            r#"traces_service_graph_request_total{{client="{}",server="{}",connection_type="{}"}}"#,
+            edge.client,
+            edge.server,
+            edge.connection_type.label()
+        );
+        let url = reqwest::Url::parse_with_params(&format!("{PROMETHEUS}/api/v1/query"), &[("query", &selector)])
+            .expect("url");
+        poll(&format!("service-graph edge {selector} ({url})"), || async {
+            let values = prometheus_vector(&get_json(&http, url.as_str()).await?)?;
+            Ok(values.iter().any(|(_, v)| *v > 0.0).then_some(()))
+        })
+        .await;
+    }
 
     // 7. Grafana: every provisioned datasource is healthy; every dashboard loads.
     let admin = ("admin", env["GRAFANA_ADMIN_PASSWORD"].clone());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use test_harness::model::{AttributesExt as _, SpanKind};
 use test_harness::oidc::TestIssuer;
 use test_harness::otlp::latest_sum;
+use test_harness::service_graph::{ConnectionType, Edge, ServiceGraph};
 use test_harness::{ChatStack, ChildProcess, Service};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -75,10 +76,10 @@ async fn the_nats_hop_sits_between_producer_and_consumer_with_storage_and_egress
     let trace = app
         .stack
         .otlp
-        .wait_for_spans_in_trace(&trace_id, "process chat.msg.*.*", 1, WAIT)
+        .wait_for_spans_in_trace(&trace_id, "INSERT chat.messages", 1, WAIT)
         .await
         .map(|_| trace)
-        .expect("c");
+        .expect("the consumer's insert");
     let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
     let producer = trace.one("publish chat.msg.*.*");
     let hop = trace.one(NATS_SPAN);
@@ -102,6 +103,15 @@ async fn the_nats_hop_sits_between_producer_and_consumer_with_storage_and_egress
     let egress = hop.events.iter().find(|e| e.name == "egress").expect("the live subscriber's delivery");
     assert_eq!(egress.attributes.str("nats.subscription"), Some("chat.msg.general.*"));
     assert_eq!(tail.wait_exit(WAIT).await.map(|s| s.success()), Ok(true));
+
+    // The service map: the hop is INTERNAL, so it takes no edge from the consumer (Tempo
+    // keys an edge by the producer span; a second server-side child would lose one).
+    let graph = ServiceGraph::of(trace.spans());
+    assert!(graph.conflicts.is_empty(), "{:?}\n{}", graph.conflicts, trace.tree());
+    let consumer_edge = Edge::new("chat-cli", "persist-worker", ConnectionType::MessagingSystem);
+    assert_eq!(graph.edges.get(&consumer_edge), Some(&1), "{graph:?}");
+    assert!(graph.edges.keys().any(|e| e.client == "persist-worker" && e.connection_type == ConnectionType::Database));
+    assert!(!graph.touches("nats-server"), "{graph:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,7 @@
 //! - [`ChildProcess`]: a spawned binary whose output is captured for failure messages and
 //!   which is killed on drop, even when the test panics.
 //!
-//! The [`model`] types and [`trace`] assertions are shared with the compose-level tests,
+//! The [`model`] types, [`trace`] assertions and the [`service_graph`] model are shared with the compose-level tests,
 //! which decode Tempo's answers into the same types.
 
 mod http;
@@ -25,6 +25,7 @@ pub mod backends;
 pub mod model;
 pub mod oidc;
 pub mod otlp;
+pub mod service_graph;
 pub mod trace;
 
 pub use nats::NatsServer;
