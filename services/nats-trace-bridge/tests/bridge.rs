@@ -3,14 +3,17 @@
 
 use std::time::Duration;
 
-use test_harness::model::{AttributesExt as _, SpanKind};
+use chat_protocol::{DLQ_STREAM, STREAM};
+use test_harness::model::{AttributesExt as _, SpanKind, SpanRecord};
 use test_harness::oidc::TestIssuer;
 use test_harness::otlp::latest_sum;
 use test_harness::service_graph::{ConnectionType, Edge, ServiceGraph};
+use test_harness::trace::Trace;
 use test_harness::{ChatStack, ChildProcess, Service};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NATS_SPAN: &str = "nats ingress chat.msg.*.*";
+const PRODUCER: &str = "publish chat.msg.*.*";
 
 struct TestApp {
     stack: ChatStack,
@@ -26,19 +29,27 @@ impl TestApp {
         let issuer = TestIssuer::start().await.expect("issuer");
         let auth = stack.spawn_service("auth-service", &[("OIDC_ISSUER", issuer.issuer())]).await.expect("auth");
         let worker = stack.spawn_service("persist-worker", &[]).await.expect("worker");
+        let history = stack.spawn_service("history-service", &[]).await.expect("history");
         let bridge =
             stack.spawn_service("nats-trace-bridge", &[("OTEL_SERVICE_NAME", "nats-server")]).await.expect("bridge");
         let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
-        Self { stack, token, bridge, _issuer: issuer, _services: vec![auth, worker] }
+        Self { stack, token, bridge, _issuer: issuer, _services: vec![auth, worker, history] }
     }
 
-    async fn send(&self, text: &str) -> String {
-        let sent = self
-            .stack
-            .cli_ok(&["--token", &self.token, "--user", "alice", "send", "general", text])
-            .await
-            .expect("send");
-        sent[0]["trace_id"].as_str().expect("trace id").to_owned()
+    /// `chat-cli send general <text> <args>` as alice: (stream sequence, trace id).
+    async fn send(&self, text: &str, args: &[&str]) -> (u64, String) {
+        let base = ["--token", self.token.as_str(), "--user", "alice", "send", "general", text];
+        let sent = self.stack.cli_ok(&[&base[..], args].concat()).await.expect("send");
+        (sent[0]["seq"].as_u64().expect("seq"), sent[0]["trace_id"].as_str().expect("trace id").to_owned())
+    }
+
+    /// The trace of a sent message once its NATS hop and the consumer's insert arrived.
+    async fn hop_trace(&self, trace_id: &str) -> Trace {
+        let otlp = &self.stack.otlp;
+        for name in [NATS_SPAN, "process chat.msg.*.*", "INSERT chat.messages"] {
+            otlp.wait_for_spans_in_trace(trace_id, name, 1, WAIT).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        otlp.trace(trace_id)
     }
 
     async fn service_user(&self) -> async_nats::Client {
@@ -71,17 +82,78 @@ async fn the_nats_hop_sits_between_producer_and_consumer_with_storage_and_egress
     let mut tail = ChildProcess::spawn("tail", cmd).expect("tail");
     tail.wait_for_output("tailing chat.msg.general.*", WAIT).await.expect("subscribed");
 
-    let trace_id = app.send("through nats").await;
-    let trace = app.stack.otlp.wait_for_spans_in_trace(&trace_id, NATS_SPAN, 1, WAIT).await.expect("nats span");
-    let trace = app
-        .stack
-        .otlp
-        .wait_for_spans_in_trace(&trace_id, "INSERT chat.messages", 1, WAIT)
+    let (_, trace_id) = app.send("through nats", &[]).await;
+    let trace = app.hop_trace(&trace_id).await;
+    let hop = assert_hop_between_producer_and_consumer(&trace);
+    assert!(trace.parent_of(trace.one(PRODUCER)).is_some(), "scenario 1: the producer has a caller");
+    let egress = hop.events.iter().find(|e| e.name == "egress").expect("the live subscriber's delivery");
+    assert_eq!(egress.attributes.str("nats.subscription"), Some("chat.msg.general.*"));
+    assert_eq!(tail.wait_exit(WAIT).await.map(|s| s.success()), Ok(true));
+
+    // The service map: the hop is INTERNAL, so it takes no edge from the consumer (Tempo
+    // keys an edge by the producer span; a second server-side child would lose one).
+    let graph = ServiceGraph::of(trace.spans());
+    assert!(graph.conflicts.is_empty(), "{:?}\n{}", graph.conflicts, trace.tree());
+    let consumer_edge = Edge::new("chat-cli", "persist-worker", ConnectionType::MessagingSystem);
+    assert_eq!(graph.edges.get(&consumer_edge), Some(&1), "{graph:?}");
+    assert!(graph.edges.keys().any(|e| e.client == "persist-worker" && e.connection_type == ConnectionType::Database));
+    assert!(!graph.touches("nats-server"), "{graph:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scenario_2_has_the_hop_and_the_servers_trace_header_never_becomes_data() {
+    let app = TestApp::spawn().await;
+    let (seq, trace_id) = app.send("no caller", &["--no-caller-span"]).await;
+    let trace = app.hop_trace(&trace_id).await;
+    assert_hop_between_producer_and_consumer(&trace);
+    assert_eq!(trace.one(PRODUCER).parent_span_id, None, "scenario 2: the producer is the root");
+
+    // The server marks the stored message so that it is not traced again: 2.11-2.13 rename
+    // `traceparent` to `Xraceparent` (what 2.12 does here), 2.14+ add `Nats-Trace-Dest:
+    // trace disabled` instead.
+    let client = app.service_user().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let stored = js.get_stream(STREAM).await.expect("stream").get_raw_message(seq).await.expect("stored message");
+    let renamed = stored.headers.get("Xraceparent").is_some() && stored.headers.get("traceparent").is_none();
+    let disabled = stored.headers.get("Nats-Trace-Dest").is_some_and(|v| v.as_str() == "trace disabled");
+    assert!(renamed || disabled, "stored message not marked: {:?}", stored.headers);
+
+    // A message stored the 2.14+ way is processed like any other: the marker is no data.
+    let marked_id = "5b8efff798038103d269b633813fc60c";
+    let parent = format!("00-{marked_id}-eee19b7ec3c1b174-01");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", parent.as_str());
+    headers.insert("Nats-Trace-Dest", "trace disabled");
+    js.publish_with_headers("chat.msg.general.alice", headers, r#"{"text":"stored the 2.14 way"}"#.into())
         .await
-        .map(|_| trace)
-        .expect("the consumer's insert");
-    let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
-    let producer = trace.one("publish chat.msg.*.*");
+        .expect("publish")
+        .await
+        .expect("stored");
+    for name in ["process chat.msg.*.*", "INSERT chat.messages"] {
+        let arrived = app.stack.otlp.wait_for_spans_in_trace(marked_id, name, 1, WAIT).await;
+        arrived.unwrap_or_else(|e| panic!("the marked message is processed in its trace: {name}: {e}"));
+    }
+    let marked = app.stack.otlp.trace(marked_id);
+
+    // Both are stored as sent, once, without a retry or a dead letter.
+    let history = app.stack.cli_ok(&["--token", &app.token, "--user", "alice", "history", "general"]).await;
+    let history = history.expect("history");
+    let mut texts: Vec<_> = history.iter().filter_map(|l| l["text"].as_str()).collect();
+    texts.sort_unstable();
+    assert_eq!(texts, ["no caller", "stored the 2.14 way"], "{history:?}");
+    for trace in [&trace, &marked] {
+        let attempts = trace.named("process chat.msg.*.*");
+        assert_eq!(attempts.len(), 1, "{}", trace.tree());
+        assert_eq!(attempts[0].attributes.int("messaging.nats.delivery_count"), Some(1));
+    }
+    let dead_letters = js.get_stream(DLQ_STREAM).await.expect("dlq").info().await.expect("dlq info").state.messages;
+    assert_eq!(dead_letters, 0);
+}
+
+/// The hop of a traced message: INTERNAL, service nats-server, child of the producer,
+/// between producer and consumer in time, with the JetStream store recorded.
+fn assert_hop_between_producer_and_consumer(trace: &Trace) -> &SpanRecord {
+    let producer = trace.one(PRODUCER);
     let hop = trace.one(NATS_SPAN);
     let consumer = trace.one("process chat.msg.*.*");
     trace.assert_child_of(hop, producer);
@@ -99,19 +171,8 @@ async fn the_nats_hop_sits_between_producer_and_consumer_with_storage_and_egress
     assert_eq!(a.str("nats.client.name"), Some("chat-cli"));
     assert!(a.str("nats.server.version").is_some_and(|v| v.starts_with("2.1")), "{a:?}");
     let store = hop.event("jetstream.store").expect("the JetStream store step");
-    assert_eq!(store.attributes.str("nats.stream"), Some("CHAT"));
-    let egress = hop.events.iter().find(|e| e.name == "egress").expect("the live subscriber's delivery");
-    assert_eq!(egress.attributes.str("nats.subscription"), Some("chat.msg.general.*"));
-    assert_eq!(tail.wait_exit(WAIT).await.map(|s| s.success()), Ok(true));
-
-    // The service map: the hop is INTERNAL, so it takes no edge from the consumer (Tempo
-    // keys an edge by the producer span; a second server-side child would lose one).
-    let graph = ServiceGraph::of(trace.spans());
-    assert!(graph.conflicts.is_empty(), "{:?}\n{}", graph.conflicts, trace.tree());
-    let consumer_edge = Edge::new("chat-cli", "persist-worker", ConnectionType::MessagingSystem);
-    assert_eq!(graph.edges.get(&consumer_edge), Some(&1), "{graph:?}");
-    assert!(graph.edges.keys().any(|e| e.client == "persist-worker" && e.connection_type == ConnectionType::Database));
-    assert!(!graph.touches("nats-server"), "{graph:?}");
+    assert_eq!(store.attributes.str("nats.stream"), Some(STREAM));
+    hop
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,7 +196,7 @@ async fn unsampled_hostile_and_garbage_events_make_no_span_and_break_nothing() {
     client.flush().await.expect("flush");
 
     // A sampled message afterwards is still bridged.
-    let marker = app.send("marker").await;
+    let (_, marker) = app.send("marker", &[]).await;
     app.stack.otlp.wait_for_spans_in_trace(&marker, NATS_SPAN, 1, WAIT).await.expect("bridge still works");
     let counted = app.stack.otlp.wait_for(WAIT, "garbage counted", |c| {
         latest_sum(&c.metrics, "nats.trace_events", &[("result", "malformed")]).filter(|n| *n >= 3.0)
