@@ -26,11 +26,12 @@ RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol share
         services/nats-trace-bridge tests ; do \
       mkdir -p $crate/src && echo '' > $crate/src/lib.rs && echo 'fn main() {}' > $crate/src/main.rs; \
     done \
- && mkdir -p services/persist-worker/benches services/auth-service/benches \
+ && mkdir -p shared/telemetry/benches services/persist-worker/benches services/auth-service/benches \
+ && echo 'fn main() {}' > shared/telemetry/benches/per_message.rs \
  && echo 'fn main() {}' > services/persist-worker/benches/drain.rs \
  && echo 'fn main() {}' > services/auth-service/benches/callout.rs \
  && cargo build --release --locked -p "${SERVICE}" \
- && rm -rf shared/*/src services/*/src services/*/benches tests/src
+ && rm -rf shared/*/src shared/*/benches services/*/src services/*/benches tests/src
 
 # 2. The workspace itself (migrations and permissions.json are embedded at compile time).
 COPY shared shared

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use auth_service::{Cli, Command};
 use clap::Parser;
 
+// See persist-worker's main: spans are freed on another thread than the one that made them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use history_service::Config;
 use service_kit::{ServiceCli, ServiceCommand};
 
+// See persist-worker's main: spans are freed on another thread than the one that made them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = ServiceCli::<Config>::parse_for(
