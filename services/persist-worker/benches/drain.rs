@@ -3,7 +3,8 @@
 //!
 //! Each round: a fresh nats-server and database, a backlog of traced messages published by
 //! chat-cli, then the worker drains it. Reports messages/s (worker ready -> last row
-//! committed), worker CPU per message (utime+stime from /proc), and the on/off ratios.
+//! committed), worker CPU per message (utime+stime from /proc), the `process`/`ack` spans
+//! that never reached the receiver (dropped), and the on/off ratios.
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
 //! collector, costs CPU on the same two cores).
 //!
@@ -13,6 +14,8 @@
 use std::time::{Duration, Instant};
 
 use test_harness::ChatStack;
+use test_harness::model::SpanRecord;
+use test_harness::otlp::Captured;
 
 const BACKLOG: usize = 20_000;
 
@@ -35,6 +38,7 @@ async fn rows(url: &str) -> i64 {
 struct Round {
     per_second: f64,
     cpu_us_per_message: f64,
+    spans_dropped: Option<usize>,
 }
 
 async fn round(tracing: bool) -> Round {
@@ -76,29 +80,55 @@ async fn round(tracing: bool) -> Round {
         let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait_with_output();
     }
-    Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64 }
+    let spans_dropped = if tracing { Some(spans_dropped(&stack).await) } else { None };
+    Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64, spans_dropped }
 }
+
+/// `process` and `ack` spans the worker should have exported (one each per message) but
+/// that never reached the receiver, waiting for the batch processor's last export.
+async fn spans_dropped(stack: &ChatStack) -> usize {
+    let expected = 2 * BACKLOG;
+    let count = |c: &Captured| {
+        let per_message = |s: &&SpanRecord| s.name == "process chat.msg.*.*" || s.name == "ack chat.msg.*.*";
+        c.spans.iter().filter(|s| s.service_name == "persist-worker").filter(per_message).count()
+    };
+    let all = stack
+        .otlp
+        .wait_for(Duration::from_secs(20), "the worker's spans", |c| (count(c) >= expected).then_some(expected));
+    let exported = all.await.unwrap_or_else(|_| count(&stack.otlp.captured()));
+    expected.saturating_sub(exported)
+}
+
+/// Off/on pairs; each pair gives one ratio, the report is their median (disk and cache
+/// state drift during a run, and a pair sees the same state twice).
+const PAIRS: usize = 5;
 
 #[tokio::main]
 async fn main() {
-    let mut results: Vec<(bool, Round)> = Vec::new();
-    for tracing in [false, true, false, true, false, true] {
-        let r = round(tracing).await;
-        println!(
-            "tracing {:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg",
-            if tracing { "on" } else { "off" },
-            r.per_second,
-            r.cpu_us_per_message
-        );
-        results.push((tracing, r));
+    let mut throughput = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..PAIRS {
+        let off = round(false).await;
+        let on = round(true).await;
+        for (name, r) in [("off", &off), ("on", &on)] {
+            let dropped = r.spans_dropped.map(|n| format!("   spans dropped {n}")).unwrap_or_default();
+            println!(
+                "tracing {name:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg{dropped}",
+                r.per_second, r.cpu_us_per_message
+            );
+        }
+        throughput.push(on.per_second / off.per_second);
+        cpu.push(on.cpu_us_per_message / off.cpu_us_per_message);
     }
-    let mean = |on: bool, f: fn(&Round) -> f64| {
-        let v: Vec<f64> = results.iter().filter(|(t, _)| *t == on).map(|(_, r)| f(r)).collect();
-        v.iter().sum::<f64>() / v.len() as f64
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
     println!(
-        "ratio on/off: throughput {:.3}, worker CPU per message {:.3}",
-        mean(true, |r| r.per_second) / mean(false, |r| r.per_second),
-        mean(true, |r| r.cpu_us_per_message) / mean(false, |r| r.cpu_us_per_message)
+        "ratio on/off, median of {PAIRS} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
+        median(&mut throughput),
+        throughput[0],
+        throughput[PAIRS - 1],
+        median(&mut cpu)
     );
 }
