@@ -12,6 +12,10 @@
 //! skipped; an event without a valid, sampled trace context is counted `untraced` and
 //! makes no span; unknown event types are kept as span events. Nothing panics.
 //!
+//! Why its own binary: it exports under its own `service.name` (`nats-server`), which a
+//! task inside another service could only do with a second tracer provider, and it logs in
+//! as its own NATS user (`tracer`), so no service gains rights it does not need.
+//!
 //! Layout: `config`, `event` (decoding and span building).
 
 mod config;
