@@ -4,7 +4,8 @@
 //! Each round: a fresh nats-server and database, a backlog of traced messages published by
 //! chat-cli, then the worker drains it. Reports messages/s (worker ready -> last row
 //! committed), worker CPU per message (utime+stime from /proc), the `process`/`ack` spans
-//! that never reached the receiver (dropped), and the on/off ratios.
+//! that never reached the receiver (dropped), and the on/off ratios; then one paced run
+//! each way for the publish -> commit latency (p50, p99).
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
 //! collector, costs CPU on the same two cores).
 //!
@@ -84,6 +85,40 @@ async fn round(tracing: bool) -> Round {
     Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64, spans_dropped }
 }
 
+/// Publish -> commit latency (ms, p50 and p99) at a paced, light load: `chat-cli load`
+/// at [`PACED_RATE`] for [`PACED_SECONDS`], then each row's `persisted_at - sent_at`
+/// (`persisted_at` is the insert transaction's start, just before its commit).
+async fn paced_latency(tracing: bool) -> (f64, f64) {
+    let stack = ChatStack::start().await.expect("stack");
+    let sdk_disabled = if tracing { "false" } else { "true" };
+    let env = [("OTEL_SDK_DISABLED", sdk_disabled), ("RUST_LOG", "warn"), ("LOG_FORMAT", "json")];
+    let _worker = stack.spawn_service("persist-worker", &env).await.expect("worker");
+    let rate = PACED_RATE.to_string();
+    let duration = format!("{PACED_SECONDS}s");
+    stack.cli_ok(&["load", "--rate", &rate, "--duration", &duration]).await.expect("paced load");
+    let query = "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
+                 FROM (SELECT extract(epoch FROM persisted_at - sent_at) * 1000 AS ms FROM chat.messages) t";
+    let started = Instant::now();
+    loop {
+        let out = tokio::process::Command::new("psql")
+            .args([stack.db.url.as_str(), "-tA", "-F", " ", "-c", query])
+            .output()
+            .await
+            .expect("psql");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // Every message sent is stored (the load run waits for each stream ack first).
+        if let [count, p50, p99] = fields[..]
+            && count >= f64::from(PACED_RATE * PACED_SECONDS) * 0.95
+        {
+            return (p50, p99);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "paced messages not stored: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `process` and `ack` spans the worker should have exported (one each per message) but
 /// that never reached the receiver, waiting for the batch processor's last export.
 async fn spans_dropped(stack: &ChatStack) -> usize {
@@ -99,15 +134,20 @@ async fn spans_dropped(stack: &ChatStack) -> usize {
     expected.saturating_sub(exported)
 }
 
-/// Off/on pairs; each pair gives one ratio, the report is their median (disk and cache
-/// state drift during a run, and a pair sees the same state twice).
+/// Off/on pairs (`DRAIN_PAIRS` overrides); each pair gives one ratio, the report is their
+/// median (disk and cache state drift during a run, and a pair sees the same state twice).
 const PAIRS: usize = 5;
+/// The paced run's offered load: `chat-cli load` paces with Tokio's 1 ms timer, so this is
+/// about what one loader sends evenly; a light load, far below saturation.
+const PACED_RATE: u32 = 1_000;
+const PACED_SECONDS: u32 = 10;
 
 #[tokio::main]
 async fn main() {
+    let pairs = std::env::var("DRAIN_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(PAIRS).max(1);
     let mut throughput = Vec::new();
     let mut cpu = Vec::new();
-    for _ in 0..PAIRS {
+    for _ in 0..pairs {
         let off = round(false).await;
         let on = round(true).await;
         for (name, r) in [("off", &off), ("on", &on)] {
@@ -124,11 +164,18 @@ async fn main() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let (off_p50, off_p99) = paced_latency(false).await;
+    let (on_p50, on_p99) = paced_latency(true).await;
     println!(
-        "ratio on/off, median of {PAIRS} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
+        "publish -> commit at {PACED_RATE} msg/s: off p50 {off_p50:.1} ms p99 {off_p99:.1} ms, \
+         on p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.1} ms)",
+        on_p99 - off_p99
+    );
+    println!(
+        "ratio on/off, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
         median(&mut throughput),
         throughput[0],
-        throughput[PAIRS - 1],
+        throughput[pairs - 1],
         median(&mut cpu)
     );
 }
