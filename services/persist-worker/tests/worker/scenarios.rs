@@ -147,6 +147,31 @@ async fn poison_is_dead_lettered_in_the_same_trace_not_retried_and_the_worker_go
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_keeps_the_senders_headers_but_not_the_servers_trace_markers() {
+    let (app, _worker) = TestApp::spawn().await;
+    let client = async_nats::connect(app.stack.nats.url()).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    // As NATS 2.11+ store a traced message: `Xraceparent` (2.11-2.13), `Nats-Trace-Dest:
+    // trace disabled` (2.14+); plus a header of the sender's own.
+    let trace_id = "5b8efff798038103d269b633813fc60c";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Xraceparent", format!("00-{trace_id}-eee19b7ec3c1b174-01").as_str());
+    headers.insert("Nats-Trace-Dest", "trace disabled");
+    headers.insert("Chat-Client", "demo");
+    let published = js.publish_with_headers("chat.msg.general.bob", headers, "not json".into()).await;
+    published.expect("publish").await.expect("stored");
+    app.stack.otlp.wait_for_spans_in_trace(trace_id, "term chat.msg.*.*", 1, WAIT).await.expect("dead-lettered");
+
+    let stream = js.get_stream("CHAT_DLQ").await.expect("dlq stream");
+    let dead = stream.get_last_raw_message_by_subject("chat.dlq.general").await.expect("dead letter");
+    let header = |name: &str| dead.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header("Chat-Client").as_deref(), Some("demo"), "{:?}", dead.headers);
+    assert_eq!(header("Nats-Trace-Dest"), None, "{:?}", dead.headers);
+    assert_eq!(header("Xraceparent"), None, "{:?}", dead.headers);
+    assert!(header("traceparent").is_some_and(|tp| tp.contains(trace_id)), "{:?}", dead.headers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn malformed_payloads_and_bad_names_are_dead_lettered_without_leaking_them() {
     let (app, worker) = TestApp::spawn().await;
     let client = async_nats::connect(app.stack.nats.url()).await.expect("nats");
