@@ -27,13 +27,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     fields.iter().sum::<f64>() / 100.0
 }
 
-async fn rows(url: &str) -> i64 {
-    let out = tokio::process::Command::new("psql")
-        .args([url, "-tAc", "SELECT count(*) FROM chat.messages"])
-        .output()
-        .await
-        .expect("psql");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+/// The numbers in the answer to `query` (empty while the table does not exist yet).
+async fn psql_numbers(url: &str, query: &str) -> Vec<f64> {
+    let out = tokio::process::Command::new("psql").args([url, "-tA", "-F", " ", "-c", query]).output().await;
+    let out = out.expect("psql");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|f| f.parse().ok()).collect()
+}
+
+async fn rows(url: &str) -> usize {
+    let count = psql_numbers(url, "SELECT count(*) FROM chat.messages").await;
+    count.first().map_or(0, |n| *n as usize)
+}
+
+/// The worker's settings in every round: JSON log lines as in the containers, batches
+/// of 256, two in flight.
+fn worker_env(tracing: bool) -> [(&'static str, &'static str); 5] {
+    [
+        ("OTEL_SDK_DISABLED", if tracing { "false" } else { "true" }),
+        ("RUST_LOG", "warn"),
+        ("LOG_FORMAT", "json"),
+        ("BATCH_SIZE", "256"),
+        ("IN_FLIGHT_BATCHES", "2"),
+    ]
 }
 
 struct Round {
@@ -49,17 +64,8 @@ async fn round(tracing: bool) -> Round {
         .cli_ok(&["send", "general", "benchmark message", "--count", &BACKLOG.to_string(), "--concurrency", "1024"])
         .await
         .expect("backlog");
-    let sdk_disabled = if tracing { "false" } else { "true" };
-    // As in the containers: JSON log lines.
-    let env = [
-        ("OTEL_SDK_DISABLED", sdk_disabled),
-        ("RUST_LOG", "warn"),
-        ("LOG_FORMAT", "json"),
-        ("BATCH_SIZE", "256"),
-        ("IN_FLIGHT_BATCHES", "2"),
-    ];
     let started = Instant::now();
-    let worker = stack.spawn_service("persist-worker", &env).await.expect("worker");
+    let worker = stack.spawn_service("persist-worker", &worker_env(tracing)).await.expect("worker");
     let perf = (tracing && std::env::var_os("DRAIN_PERF").is_some()).then(|| {
         let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
         std::process::Command::new("perf")
@@ -71,7 +77,7 @@ async fn round(tracing: bool) -> Round {
             .spawn()
             .expect("perf (Debian package linux-perf)")
     });
-    while rows(&stack.db.url).await < BACKLOG as i64 {
+    while rows(&stack.db.url).await < BACKLOG {
         assert!(started.elapsed() < Duration::from_secs(300), "backlog not drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -90,9 +96,7 @@ async fn round(tracing: bool) -> Round {
 /// (`persisted_at` is the insert transaction's start, just before its commit).
 async fn paced_latency(tracing: bool) -> (f64, f64) {
     let stack = ChatStack::start().await.expect("stack");
-    let sdk_disabled = if tracing { "false" } else { "true" };
-    let env = [("OTEL_SDK_DISABLED", sdk_disabled), ("RUST_LOG", "warn"), ("LOG_FORMAT", "json")];
-    let _worker = stack.spawn_service("persist-worker", &env).await.expect("worker");
+    let _worker = stack.spawn_service("persist-worker", &worker_env(tracing)).await.expect("worker");
     let rate = PACED_RATE.to_string();
     let duration = format!("{PACED_SECONDS}s");
     stack.cli_ok(&["load", "--rate", &rate, "--duration", &duration]).await.expect("paced load");
@@ -101,20 +105,14 @@ async fn paced_latency(tracing: bool) -> (f64, f64) {
                  FROM (SELECT extract(epoch FROM persisted_at - sent_at) * 1000 AS ms FROM chat.messages) t";
     let started = Instant::now();
     loop {
-        let out = tokio::process::Command::new("psql")
-            .args([stack.db.url.as_str(), "-tA", "-F", " ", "-c", query])
-            .output()
-            .await
-            .expect("psql");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-        // Every message sent is stored (the load run waits for each stream ack first).
+        let fields = psql_numbers(&stack.db.url, query).await;
+        // The load run has waited for each message's stream ack: all of them get stored.
         if let [count, p50, p99] = fields[..]
             && count >= f64::from(PACED_RATE * PACED_SECONDS) * 0.95
         {
             return (p50, p99);
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "paced messages not stored: {text}");
+        assert!(started.elapsed() < Duration::from_secs(60), "paced messages not stored: {fields:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
