@@ -4,7 +4,9 @@
 #     release) into the project-local .tools/py, never system-wide;
 #   - PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql package, via apt-get
 #     when running as root);
-#   - docker-compose and promtool, used only to check the compose stack's configs.
+#   - docker-compose and promtool, used only to check the compose stack's configs;
+#   - the vendors' published schemas (@keycloak/keycloak-admin-client, @grafana/schema)
+#     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20).
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +49,12 @@ say "postgres: ${TEST_DATABASE_URL:-${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/
 # Static checkers for the compose stack's configs
 command -v docker-compose >/dev/null 2>&1 || { say "installing docker-compose (config checks only)"; apt_install docker-compose; }
 command -v promtool >/dev/null 2>&1 || { say "installing prometheus (for promtool)"; apt_install prometheus; }
+# Vendor schemas for the Keycloak realm and Grafana dashboards (tests/schemas/check.mjs)
+command -v node >/dev/null 2>&1 || { say "installing Node.js (schema checks)"; apt_install nodejs npm; }
+if ! cmp -s tests/schemas/package-lock.json tests/schemas/node_modules/.installed-lock 2>/dev/null; then
+  say "installing the pinned vendor schemas into tests/schemas/node_modules"
+  npm ci --prefix tests/schemas --no-audit --no-fund --loglevel=error >/dev/null
+  cp tests/schemas/package-lock.json tests/schemas/node_modules/.installed-lock
+fi
+say "schemas: $(node -e 'for (const p of ["@keycloak/keycloak-admin-client","@grafana/schema","typescript"]) process.stdout.write(p + "@" + require("./tests/schemas/node_modules/" + p + "/package.json").version + " ")')"
 say "ready"
