@@ -44,13 +44,7 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
     let refused = as_alice(&["history", "general", "--limit", "0"]);
     let _ = stack.cli(&refused.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let _ = async_nats::ConnectOptions::with_token("garbage".into()).connect(stack.nats.url()).await;
-    let persist = async_nats::ConnectOptions::with_user_and_password(
-        "persist".into(),
-        stack.secrets["NATS_PERSIST_PASSWORD"].clone(),
-    )
-    .connect(stack.nats.url())
-    .await
-    .expect("persist user");
+    let persist = stack.admin().await.expect("test admin");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("traceparent", "00-not-valid-01");
     persist.publish_with_headers("chat.msg.general.mallory", headers, r#"{"text":"x"}"#.into()).await.expect("publish");

@@ -25,6 +25,8 @@ use crate::permissions::{Grant, Permissions};
 /// The subject the server sends authorization requests to.
 pub(crate) const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 const SERVER_XKEY_HEADER: &str = "Nats-Server-Xkey";
+/// The server's reply inbox for callout requests (`nats/nats.conf` lets `auth` publish there only).
+const SERVER_INBOX_PREFIX: &str = "$SYS._INBOX.";
 
 /// What is needed to answer requests; shared by all of them.
 pub(crate) struct Callout {
@@ -104,9 +106,11 @@ impl Callout {
 
     /// Returns (`result`, `reason`) for metrics.
     async fn answer(&self, message: &async_nats::Message) -> (&'static str, &'static str) {
-        let Some(reply) = message.reply.clone() else {
-            tracing::warn!("authorization request without a reply subject");
-            return ("error", "no_reply_subject");
+        // Only the server asks, with a reply subject in its own inbox; anything else would
+        // make this service publish a signed answer where someone else chose.
+        let Some(reply) = message.reply.clone().filter(|r| r.starts_with(SERVER_INBOX_PREFIX)) else {
+            tracing::warn!("authorization request without a server reply subject");
+            return ("error", "bad_reply_subject");
         };
         let opened =
             step("xkey.decrypt").in_scope(|| read_request(message, &self.account.public_key(), self.xkey.as_ref()));
@@ -248,7 +252,7 @@ mod tests {
     fn message(headers: Option<async_nats::HeaderMap>, payload: Vec<u8>) -> async_nats::Message {
         async_nats::Message {
             subject: AUTH_SUBJECT.into(),
-            reply: Some("_INBOX.x".into()),
+            reply: Some("$SYS._INBOX.x.y".into()),
             payload: payload.into(),
             headers,
             status: None,

@@ -102,7 +102,7 @@ mod tests {
         let p = Permissions::load(None).expect("default file");
         let g = p.grant("alice", &roles(&["offline_access", "chat-user"])).expect("granted");
         assert_eq!(g.publish, ["chat.history.*", "chat.msg.*.alice"]);
-        assert_eq!(g.subscribe, ["_INBOX.>", "chat.msg.>"]);
+        assert_eq!(g.subscribe, ["_INBOX.chat.alice.>", "chat.msg.>"]);
         assert_eq!(g.roles, ["chat-user"]);
     }
 

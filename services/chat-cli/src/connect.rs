@@ -76,8 +76,12 @@ impl ServerErrors {
 pub(crate) async fn connect(cli: &Cli, token: Option<Secret>) -> Result<(async_nats::Client, ServerErrors), CliError> {
     let errors = ServerErrors::default();
     let sink = errors.clone();
+    // Replies come to the user's own inbox: the auth callout lets a chat user subscribe
+    // to `_INBOX.chat.<user>.>` and to no one else's.
+    let user = chat_protocol::validate_name("user", &cli.user).map_err(|e| CliError::Invalid(e.to_string()))?;
     let mut options = async_nats::ConnectOptions::new()
         .name("chat-cli")
+        .custom_inbox_prefix(chat_protocol::chat_inbox_prefix(user))
         .connection_timeout(cli.timeout)
         .request_timeout(Some(cli.timeout))
         .max_reconnects(3)

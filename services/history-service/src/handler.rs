@@ -7,7 +7,7 @@ use async_nats::service::Request;
 use async_nats::service::error::Error as ServiceError;
 use chat_protocol::{
     DEFAULT_HISTORY_LIMIT, HISTORY_QUEUE_GROUP, HISTORY_TEMPLATE, HistoryReply, HistoryRequest, MAX_HISTORY_LIMIT,
-    parse_history_subject,
+    is_chat_inbox, parse_history_subject,
 };
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::{KeyValue, global};
@@ -67,6 +67,14 @@ impl Handler {
             HISTORY_QUEUE_GROUP,
             &self.peer,
         );
+        // The reply subject is the requester's choice: answering anything but a chat
+        // user's inbox would publish there with this service's permissions.
+        if !message.reply.as_deref().is_some_and(is_chat_inbox) {
+            record_failure(&span, "refused_reply_subject", "reply subject is not a chat inbox; not answered");
+            span.in_scope(|| tracing::warn!("history request with a reply subject that is not a chat inbox; ignored"));
+            self.requests.add(1, &[KeyValue::new("result", "refused_reply_subject")]);
+            return;
+        }
         let answer = self.answer(message).instrument(span.clone()).await;
         let result = match answer {
             Ok(reply) => {

@@ -1,5 +1,9 @@
 //! The history query: newest messages of a room, optionally before a stream sequence,
 //! inside a `SELECT chat.messages` CLIENT span.
+//!
+//! Order: the stream's creation time, then its sequence (a recreated stream restarts at
+//! sequence 1). `before` pages within the newest stream that holds the room's messages;
+//! messages of older streams come after all of them.
 
 use chat_protocol::StoredMessage;
 use service_kit::Db;
@@ -14,7 +18,9 @@ use tracing::Instrument as _;
 pub(crate) struct QueryError(#[from] sqlx::Error);
 
 const SELECT_SQL: &str = "SELECT stream_seq, username, text, sent_at, trace_id FROM chat.messages \
-     WHERE room = $1 AND ($2::bigint IS NULL OR stream_seq < $2) ORDER BY stream_seq DESC LIMIT $3";
+     WHERE room = $1 AND ($2::bigint IS NULL OR (stream_created, stream_seq) < \
+     ((SELECT max(stream_created) FROM chat.messages WHERE room = $1), $2)) \
+     ORDER BY stream_created DESC, stream_seq DESC LIMIT $3";
 
 /// Read access to `chat.messages`.
 #[derive(Debug, Clone)]

@@ -18,6 +18,16 @@ async fn spawn() -> (ChatStack, Service, Service) {
     (stack, worker, history)
 }
 
+/// A client whose replies come to a chat user's inbox, as chat-cli's do (the service
+/// answers nothing else).
+async fn requester(stack: &ChatStack) -> async_nats::Client {
+    async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(chat_protocol::chat_inbox_prefix("tester"))
+        .connect(stack.nats.url())
+        .await
+        .expect("nats")
+}
+
 /// Sends `n` messages and waits until history returns all of them.
 async fn send_and_wait(stack: &ChatStack, n: usize) -> Vec<serde_json::Value> {
     let sent = stack.cli_ok(&["send", "general", "hello", "--count", &n.to_string()]).await.expect("send");
@@ -68,7 +78,7 @@ async fn a_history_request_is_one_trace_client_server_db_and_answers_newest_firs
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_rooms_and_limits_get_service_errors_fast_never_a_timeout() {
     let (stack, _worker, _history) = spawn().await;
-    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let client = requester(&stack).await;
     for (subject, body, expected) in [
         ("chat.history.BAD_ROOM", "", "invalid room name"),
         ("chat.history.general", r#"{"limit":0}"#, "limit must be between 1 and 500"),
@@ -102,7 +112,7 @@ async fn both_services_export_the_documented_metrics() {
     stack.cli_ok(&["send", "general", "poison", "--fault", "poison"]).await.expect("poison");
     let _ = stack.cli(&["history", "general", "--limit", "0"]).await;
     // A hostile traceparent reaching the worker is counted by the propagation counter.
-    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let client = requester(&stack).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("traceparent", "00-zz-not-valid-01");
     async_nats::jetstream::new(client)
@@ -160,11 +170,38 @@ async fn readiness_follows_the_database() {
     worker.wait_readyz(503, WAIT).await.expect("worker not ready");
     history.wait_readyz(503, WAIT).await.expect("history not ready");
     // Requests still get an answer: 503, not a timeout.
-    let client = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let client = requester(&stack).await;
     let reply = client.request("chat.history.general", "".into()).await.expect("answer");
     let code = reply.headers.and_then(|h| h.get("Nats-Service-Error-Code").map(|v| v.as_str().to_owned()));
     assert_eq!(code.as_deref(), Some("503"));
     stack.postgres.start_server().expect("start postgres");
     worker.wait_readyz(200, WAIT).await.expect("worker ready");
     history.wait_readyz(200, WAIT).await.expect("history ready");
+}
+
+/// The confused-deputy attack: a request whose reply subject names a JetStream API
+/// subject (or someone else's chat subject) would make the service publish there with its
+/// own rights. It is not answered at all, and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_subject_that_is_not_a_chat_inbox_gets_no_answer() {
+    let (stack, _worker, _history) = spawn().await;
+    send_and_wait(&stack, 1).await;
+    let attacker = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let mut forged = attacker.subscribe("chat.msg.general.bob").await.expect("watch");
+    for reply in ["$JS.API.STREAM.DELETE.CHAT", "$JS.API.CONSUMER.DELETE.CHAT.persist-worker", "chat.msg.general.bob"] {
+        attacker.publish_with_reply("chat.history.general", reply, "".into()).await.expect("publish");
+    }
+    attacker.flush().await.expect("flush");
+    let refused = stack.otlp.wait_for(WAIT, "three refused requests", |c| {
+        latest_sum(&c.metrics, "history.requests", &[("result", "refused_reply_subject")]).filter(|n| *n >= 3.0)
+    });
+    refused.await.expect("refusals counted");
+    let js = async_nats::jetstream::new(attacker.clone());
+    let mut stream = js.get_stream("CHAT").await.expect("the stream is still there");
+    assert!(stream.info().await.expect("info").state.messages >= 1);
+    stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("persist-worker").await.expect("consumer");
+    let forged = tokio::time::timeout(Duration::from_millis(300), futures::StreamExt::next(&mut forged)).await;
+    assert!(forged.is_err(), "nothing was published as bob: {forged:?}");
+    // History still answers a proper request.
+    assert!(!stack.cli_ok(&["history", "general"]).await.expect("history").is_empty());
 }

@@ -52,12 +52,9 @@ impl TestApp {
         otlp.trace(trace_id)
     }
 
+    /// The test-only admin: raw publishes and stored-message reads no service user may do.
     async fn service_user(&self) -> async_nats::Client {
-        let password = self.stack.secrets["NATS_PERSIST_PASSWORD"].clone();
-        async_nats::ConnectOptions::with_user_and_password("persist".into(), password)
-            .connect(self.stack.nats.url())
-            .await
-            .expect("persist user")
+        self.stack.admin().await.expect("test admin")
     }
 }
 

@@ -1,9 +1,11 @@
 //! The chat system's wire contract: subjects and their templates, the rule for room and
 //! user names, and the JSON payloads. Everything that crosses NATS is defined here once.
 
+mod inbox;
 mod names;
 mod payloads;
 
+pub use inbox::{chat_inbox_prefix, is_chat_inbox};
 pub use names::{
     InvalidName, dlq_subject, history_subject, message_subject, parse_history_subject, parse_message_subject,
     validate_name,

@@ -62,10 +62,15 @@ pub struct ConnectFailed {
 }
 
 impl NatsArgs {
-    /// Connects as `name` (shown in the server's connection list). The first connection
-    /// is retried in the background, so a service starts before NATS and reports not ready.
+    /// Connects as `name` (shown in the server's connection list), with the inbox prefix
+    /// `_INBOX.svc.<name>` that `nats/nats.conf` lets that service user subscribe to (and
+    /// no chat user). The first connection is retried in the background, so a service
+    /// starts before NATS and reports not ready.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectFailed> {
-        let mut options = async_nats::ConnectOptions::new().name(name).retry_on_initial_connect();
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .custom_inbox_prefix(format!("_INBOX.svc.{name}"))
+            .retry_on_initial_connect();
         if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
         }

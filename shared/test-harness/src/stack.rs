@@ -22,6 +22,35 @@ pub struct ChatStack {
     pub otlp: OtlpReceiver,
     /// With [`ChatStack::start_secured`]: the generated `.env` (keys and passwords).
     pub secrets: BTreeMap<String, String>,
+    /// The server's config file (the project's plus the test admin), kept while it runs.
+    _nats_config: Option<tempfile::NamedTempFile>,
+}
+
+/// The test-only NATS user of [`ChatStack::start_secured`].
+const TEST_ADMIN: &str = "test-admin";
+const TEST_ADMIN_PASSWORD: &str = "TEST_ADMIN_PASSWORD";
+
+/// The project's `nats.conf` plus the `test-admin` user in `CHAT` (listed in
+/// `auth_users`, so it bypasses the callout). Fails if the anchors it edits moved.
+fn with_test_admin(project: &std::path::Path) -> HarnessResult<tempfile::NamedTempFile> {
+    let text = std::fs::read_to_string(project).map_err(|e| format!("{}: {e}", project.display()))?;
+    let users_anchor = "    users: [\n      # persist-worker";
+    let auth_users_anchor = "auth_users: [ auth, persist, history, tracer ]";
+    if !text.contains(users_anchor) || !text.contains(auth_users_anchor) {
+        return Err(format!("nats.conf changed: update with_test_admin in {}", file!()));
+    }
+    let admin = format!("{{ user: {TEST_ADMIN}, password: ${TEST_ADMIN_PASSWORD} }}");
+    let text = text
+        .replacen(users_anchor, &format!("    users: [\n      {admin}\n      # persist-worker"), 1)
+        .replacen(auth_users_anchor, &format!("auth_users: [ auth, persist, history, tracer, {TEST_ADMIN} ]"), 1);
+    let file = tempfile::Builder::new().suffix(".conf").tempfile().map_err(|e| format!("temp file: {e}"))?;
+    std::fs::write(file.path(), text).map_err(|e| format!("write {}: {e}", file.path().display()))?;
+    Ok(file)
+}
+
+/// A random password (nats.conf reads `$VAR` values as config values: start with a letter).
+fn random_password() -> String {
+    format!("pw{:032x}", rand::random::<u128>())
 }
 
 /// A running service binary with its health port.
@@ -82,12 +111,16 @@ impl ChatStack {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self { nats, postgres, db, otlp, secrets: BTreeMap::new() })
+        Ok(Self { nats, postgres, db, otlp, secrets: BTreeMap::new(), _nats_config: None })
     }
 
     /// Like [`ChatStack::start`], but nats-server runs the project's `nats/nats.conf` with
     /// keys and passwords fresh from `auth-service keygen`: clients need the auth callout,
-    /// services log in as their service users.
+    /// services log in as their service users (with the permissions the file gives them).
+    ///
+    /// The one change to the file: a test-only user `test-admin` with no permission
+    /// limits in the `CHAT` account ([`ChatStack::admin`]), for setting up and inspecting
+    /// what the tests need (raw stored messages, hostile publishes, deleting a consumer).
     pub async fn start_secured() -> HarnessResult<Self> {
         let out = Command::new(cargo_bin("auth-service")).arg("keygen").output().map_err(|e| format!("keygen: {e}"))?;
         let secrets: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
@@ -95,14 +128,26 @@ impl ChatStack {
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect();
+        let mut secrets = secrets;
+        secrets.insert(TEST_ADMIN_PASSWORD.to_owned(), random_password());
         let mut env: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.push(("NATS_TRACE_SAMPLING".to_owned(), "100".to_owned()));
-        let config = crate::paths::workspace_root().join("nats/nats.conf");
-        let nats = NatsServer::start_with(Some(&config), env).await?;
+        let config = with_test_admin(&crate::paths::workspace_root().join("nats/nats.conf"))?;
+        let nats = NatsServer::start_with(Some(config.path()), env).await?;
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self { nats, postgres, db, otlp, secrets })
+        Ok(Self { nats, postgres, db, otlp, secrets, _nats_config: Some(config) })
+    }
+
+    /// A client as the test-only `test-admin` user of [`ChatStack::start_secured`] (no
+    /// permission limits in the `CHAT` account); on [`ChatStack::start`], a plain client.
+    pub async fn admin(&self) -> HarnessResult<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::new().name("test-admin");
+        if let Some(password) = self.secrets.get(TEST_ADMIN_PASSWORD) {
+            options = options.user_and_password(TEST_ADMIN.to_owned(), password.clone());
+        }
+        options.connect(self.nats.url()).await.map_err(|e| format!("test-admin: {e}"))
     }
 
     fn secret(&self, key: &str) -> &str {
