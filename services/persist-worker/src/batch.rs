@@ -1,23 +1,23 @@
-//! A batch of deliveries: decide each, insert the valid ones in one statement, then
-//! settle every delivery (ack, nak with delay, or dead letter + term), each in its span.
+//! A batch of deliveries: check each, insert the valid ones in one statement, then carry
+//! out each delivery's [fate](crate::fate) (ack, nak with delay, or dead letter + term),
+//! each settlement in its span.
 
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind};
-use chat_protocol::{DLQ_REASON_HEADER, DLQ_TEMPLATE, dlq_subject};
+use chat_protocol::{DLQ_TEMPLATE, dlq_subject};
 use futures::future::join_all;
 use telemetry::{MessageRef, Peer, Settlement, inject_span, publish_span, record_failure, settle_span};
 use tracing::Instrument as _;
 
 use crate::Config;
-use crate::delivery::{Delivery, Outcome};
+use crate::dead_letter;
+use crate::delivery::{Checked, Delivery};
+use crate::fate::{Fate, Found, RetryPolicy, fate};
 use crate::metrics::Metrics;
-use crate::store::{Row, Store, StoreError};
-
-/// Headers of the original message that the dead letter does not copy.
-const NOT_COPIED: &[&str] =
-    &["traceparent", "xraceparent", "tracestate", "nats-msg-id", "nats-trace-dest", "nats-expected-stream"];
+use crate::setup::ensure_dead_letter_stream;
+use crate::store::{Inserted, Row, Store, StoreError};
 
 /// Processes batches; cheap to clone into each batch task.
 #[derive(Debug, Clone)]
@@ -25,18 +25,22 @@ pub(crate) struct Processor {
     js: jetstream::Context,
     store: Store,
     config: Arc<Config>,
+    policy: RetryPolicy,
     peer: Peer,
     metrics: Metrics,
 }
 
+/// A delivery with a row to store.
+type Valid<'a> = (&'a Delivery, Row);
+
 impl Processor {
     pub(crate) fn new(js: jetstream::Context, store: Store, config: Arc<Config>, peer: Peer) -> Self {
-        Self { js, store, config, peer, metrics: Metrics::new() }
+        let policy = config.retry_policy();
+        Self { js, store, config, policy, peer, metrics: Metrics::new() }
     }
 
     /// Processes one batch to the end, sending progress acks while it takes long.
-    pub(crate) async fn process(&self, messages: Vec<jetstream::Message>) {
-        let deliveries: Vec<Delivery> = messages.into_iter().map(|m| Delivery::open(m, &self.peer)).collect();
+    pub(crate) async fn process(&self, deliveries: Vec<Delivery>) {
         for d in &deliveries {
             self.metrics.delivered(&d.facts);
         }
@@ -58,98 +62,132 @@ impl Processor {
     }
 
     async fn process_deliveries(&self, deliveries: &[Delivery]) {
-        let outcomes = join_all(deliveries.iter().map(|d| d.decide(&self.config))).await;
-        let mut to_store = Vec::new();
-        for (delivery, outcome) in deliveries.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Store { row, crash } => to_store.push((delivery, row, crash)),
-                Outcome::Retry { error_type } => self.retry(delivery, error_type).await,
-                Outcome::Poison { reason } => self.dead_letter(delivery, reason).await,
+        let (to_check, exhausted): (Vec<&Delivery>, Vec<&Delivery>) = deliveries.iter().partition(|d| self.admit(d));
+        for d in exhausted {
+            self.follow(d, Found::Delivered).await;
+        }
+        let checked = join_all(to_check.iter().map(|d| d.check(&self.config))).await;
+        let mut valid: Vec<Valid<'_>> = Vec::new();
+        let mut crash = false;
+        for (delivery, checked) in to_check.into_iter().zip(checked) {
+            match checked {
+                Checked::Row { row, crash: c } => {
+                    crash |= c;
+                    valid.push((delivery, *row));
+                }
+                other => self.follow(delivery, other.found()).await,
             }
         }
-        if to_store.is_empty() {
+        if valid.is_empty() {
             return;
         }
-        let crash = to_store.iter().any(|(_, _, crash)| *crash);
-        let to_store: Vec<_> = to_store.into_iter().map(|(d, row, _)| (d, row)).collect();
-        match self.insert(&to_store).await {
-            Ok(n) => {
-                self.metrics.persisted(n);
+        match self.insert(&valid).await {
+            Ok(inserted) => {
                 if crash {
                     tracing::warn!("demo fault: aborting after commit, before ack");
                     std::process::abort();
                 }
-                for (delivery, _) in &to_store {
-                    self.settle(delivery, Settlement::Ack, AckKind::Ack).await;
-                }
+                self.settle_inserted(&valid, &inserted).await;
             }
             Err(error) if error.is_unavailable() => {
-                tracing::warn!(%error, rows = to_store.len(), "database unavailable; naking the batch");
-                for (delivery, _) in &to_store {
+                tracing::warn!(%error, rows = valid.len(), "database unavailable; retrying the batch later");
+                for (delivery, _) in &valid {
                     record_failure(&delivery.span, error.error_type(), &error.to_string());
-                    self.retry(delivery, error.error_type()).await;
+                    self.follow(delivery, Found::Transient(error.error_type())).await;
                 }
             }
             // The database rejected the batch: find the row(s) it rejects, store the rest.
             Err(error) => {
-                tracing::warn!(%error, rows = to_store.len(), "batch rejected; inserting row by row");
-                for one in to_store.chunks(1) {
+                tracing::warn!(%error, rows = valid.len(), "batch rejected; inserting row by row");
+                for one in valid.chunks(1) {
                     self.store_alone(&one[0]).await;
                 }
             }
         }
     }
 
+    /// Whether the delivery is processed at all (not past its last delivery).
+    fn admit(&self, delivery: &Delivery) -> bool {
+        fate(delivery.facts.delivery_count, Found::Delivered, &self.policy) == Fate::Process
+    }
+
     /// One INSERT for the batch: a child of the first delivery's span, linked to the
     /// others. A statement that outlives the deadline counts as unavailability.
-    async fn insert(&self, to_store: &[(&Delivery, Row)]) -> Result<u64, StoreError> {
-        let rows: Vec<Row> = to_store.iter().map(|(_, row)| row.clone()).collect();
-        let links = to_store[1..].iter().map(|(d, _)| d.span_context.clone()).collect();
-        let insert = self.store.insert_batch(&rows, links).instrument(to_store[0].0.span.clone());
+    async fn insert(&self, valid: &[Valid<'_>]) -> Result<Inserted, StoreError> {
+        let rows: Vec<Row> = valid.iter().map(|(_, row)| row.clone()).collect();
+        let links = valid[1..].iter().map(|(d, _)| d.span_context.clone()).collect();
+        let insert = self.store.insert_batch(&rows, links).instrument(valid[0].0.span.clone());
         tokio::time::timeout(self.config.processing_deadline, insert).await.unwrap_or(Err(StoreError::Timeout))
     }
 
-    /// Stores one delivery on its own (after its batch was rejected): ack, retry, or
-    /// dead-letter the row the database refuses.
-    async fn store_alone(&self, entry: &(&Delivery, Row)) {
-        let delivery = entry.0;
-        match self.insert(std::slice::from_ref(entry)).await {
-            Ok(n) => {
-                self.metrics.persisted(n);
+    /// Acks what is stored (now or before, identical); dead-letters what conflicts.
+    async fn settle_inserted(&self, valid: &[Valid<'_>], inserted: &Inserted) {
+        self.metrics.persisted(inserted.new);
+        for (i, (delivery, _)) in valid.iter().enumerate() {
+            if inserted.conflicts.contains(&i) {
+                let message = "a different message is stored under this message's key";
+                record_failure(&delivery.span, "id_conflict", message);
+                delivery.span.in_scope(|| tracing::error!("{message}; dead-lettering it"));
+                self.metrics.error("id_conflict");
+                self.follow(delivery, Found::Conflict).await;
+            } else {
+                if inserted.duplicates.contains(&i) {
+                    self.metrics.duplicate();
+                    delivery.span.in_scope(|| tracing::info!("already stored; acking the duplicate"));
+                }
                 self.settle(delivery, Settlement::Ack, AckKind::Ack).await;
             }
+        }
+    }
+
+    /// Stores one delivery on its own (after its batch was rejected).
+    async fn store_alone(&self, entry: &Valid<'_>) {
+        let delivery = entry.0;
+        match self.insert(std::slice::from_ref(entry)).await {
+            Ok(inserted) => self.settle_inserted(std::slice::from_ref(entry), &inserted).await,
             Err(error) => {
                 record_failure(&delivery.span, error.error_type(), &error.to_string());
-                if error.is_unavailable() {
-                    self.retry(delivery, error.error_type()).await;
+                let found = if error.is_unavailable() {
+                    Found::Transient(error.error_type())
                 } else {
-                    self.metrics.error(error.error_type());
-                    self.dead_letter(delivery, "db_rejected").await;
-                }
+                    Found::Poison("db_rejected")
+                };
+                self.follow(delivery, found).await;
             }
         }
     }
 
-    /// A transient failure: nak with a growing delay, or dead-letter after the last delivery.
-    async fn retry(&self, delivery: &Delivery, error_type: &'static str) {
-        self.metrics.error(error_type);
-        if i64::try_from(delivery.facts.delivery_count).unwrap_or(i64::MAX) >= self.config.max_deliver {
-            self.dead_letter(delivery, "retries_exhausted").await;
-            return;
+    /// Carries out the fate of `found` (anything but storing).
+    async fn follow(&self, delivery: &Delivery, found: Found) {
+        if let Found::Transient(error_type) = found {
+            self.metrics.error(error_type);
         }
-        let delay = self.config.nak_delay_for(delivery.facts.delivery_count);
-        delivery
-            .span
-            .in_scope(|| tracing::info!(delay_ms = delay.as_millis() as u64, error_type, "will be redelivered"));
-        self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay))).await;
+        match fate(delivery.facts.delivery_count, found, &self.policy) {
+            Fate::Retry(delay) => {
+                delivery.span.in_scope(|| {
+                    tracing::info!(delay_ms = delay.as_millis() as u64, "will be redelivered");
+                });
+                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay))).await;
+            }
+            Fate::DeadLetter(reason) => Box::pin(self.dead_letter(delivery, reason)).await,
+            Fate::Process | Fate::Store => unreachable_fate(found),
+        }
     }
 
-    /// Publishes the message to `chat.dlq.<room>` in the same trace, then terms it. If the
-    /// dead letter cannot be published, naks instead so the message is not lost.
+    /// Publishes the message to `chat.dlq.<room>` in the same trace, then terms it. A
+    /// dead letter that cannot be published is retried later (nak), counted and logged
+    /// as an error each time: never dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &'static str) {
         let subject = dlq_subject(delivery.room());
         let payload = delivery.message.payload.clone();
-        let msg_id = format!("dlq-{}", delivery.facts.stream_sequence);
+        let facts = dead_letter::Facts {
+            reason,
+            subject: &delivery.message.subject,
+            stream_created: delivery.stream_created,
+            stream_sequence: delivery.facts.stream_sequence,
+            deliveries: delivery.facts.delivery_count,
+        };
+        let msg_id = facts.message_id();
         let span = delivery.span.in_scope(|| {
             publish_span(
                 &MessageRef {
@@ -161,22 +199,7 @@ impl Processor {
                 &self.peer,
             )
         });
-        let mut headers = HeaderMap::new();
-        if let Some(original) = &delivery.message.headers {
-            for (name, values) in original.iter() {
-                let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
-                if !NOT_COPIED.contains(&lower.as_str()) {
-                    for value in values {
-                        headers.append(name.clone(), value.clone());
-                    }
-                }
-            }
-        }
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-        headers.insert(DLQ_REASON_HEADER, reason);
-        headers.insert("Chat-Dlq-Subject", delivery.message.subject.as_str());
-        headers.insert("Chat-Dlq-Stream-Seq", delivery.facts.stream_sequence.to_string().as_str());
-        headers.insert("Chat-Dlq-Deliveries", delivery.facts.delivery_count.to_string().as_str());
+        let mut headers = dead_letter::headers(delivery.message.headers.as_ref(), &facts);
         inject_span(&span, &mut headers);
         let published = async {
             self.js.publish_with_headers(subject.clone(), headers, payload).await?.await?;
@@ -192,8 +215,18 @@ impl Processor {
             }
             Err(error) => {
                 record_failure(&span, "dlq_publish_failed", &error.to_string());
-                let delay = self.config.nak_delay_for(delivery.facts.delivery_count);
-                delivery.span.in_scope(|| tracing::error!(%error, "dead letter not published; naking"));
+                self.metrics.dead_letter_failed(reason);
+                delivery.span.in_scope(|| tracing::error!(%error, reason, "dead letter not published; will retry"));
+                if error.kind() == PublishErrorKind::StreamNotFound {
+                    // The dead-letter stream vanished: create it again for the retry.
+                    if let Err(error) = ensure_dead_letter_stream(&self.js).await {
+                        tracing::error!(%error, "cannot create the dead-letter stream again");
+                    }
+                }
+                let Fate::Retry(delay) = fate(delivery.facts.delivery_count, Found::DeadLetterFailed, &self.policy)
+                else {
+                    return unreachable_fate(Found::DeadLetterFailed);
+                };
                 self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay))).await;
             }
         }
@@ -207,4 +240,10 @@ impl Processor {
             record_failure(&span, "settle_failed", &error.to_string());
         }
     }
+}
+
+/// `fate` never answers Process or Store for what `follow` is given; if it ever did, the
+/// message is left unsettled (the server redelivers it) and the bug is logged.
+fn unreachable_fate(found: Found) {
+    tracing::error!(?found, "no settlement for this outcome (a bug); the server will redeliver the message");
 }

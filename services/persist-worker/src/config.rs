@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use service_kit::{DbArgs, NatsArgs};
+
+use crate::fate::RetryPolicy;
 use telemetry::HealthArgs;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -16,9 +18,10 @@ pub struct Config {
     /// How long the server waits for an ack before redelivering.
     #[arg(long, env = "ACK_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_wait: Duration,
-    /// Deliveries per message before it is dead-lettered.
+    /// Deliveries per message before a transient failure dead-letters it (the worker
+    /// decides; the server's own limit is off, so it never drops a message).
     #[arg(long, env = "MAX_DELIVER", default_value_t = 5)]
-    pub max_deliver: i64,
+    pub max_deliver: u64,
     /// Server-side redelivery delays after ack-wait timeouts, comma separated (e.g.
     /// "1s,5s,30s"); empty: every timeout waits ACK_WAIT. Overrides ACK_WAIT with its first value.
     #[arg(long, env = "BACKOFF", value_delimiter = ',', value_parser = humantime::parse_duration)]
@@ -58,7 +61,7 @@ pub enum ConfigError {
         /// Entries given.
         len: usize,
         /// The limit.
-        max_deliver: i64,
+        max_deliver: u64,
     },
     /// A count that must be positive.
     #[error("{0} must be at least 1")]
@@ -77,16 +80,15 @@ impl Config {
         if self.in_flight_batches == 0 {
             return Err(ConfigError::NotPositive("IN_FLIGHT_BATCHES"));
         }
-        if self.backoff.len() as i64 > self.max_deliver {
+        if self.backoff.len() as u64 > self.max_deliver {
             return Err(ConfigError::BackoffTooLong { len: self.backoff.len(), max_deliver: self.max_deliver });
         }
         Ok(())
     }
 
-    /// The nak delay for a delivery: `NAK_DELAY * 2^(delivery-1)`, capped.
-    pub fn nak_delay_for(&self, delivery: u64) -> Duration {
-        let factor = 1u32.checked_shl(delivery.saturating_sub(1).min(16) as u32).unwrap_or(u32::MAX);
-        self.nak_delay.saturating_mul(factor).min(self.nak_delay_max)
+    /// Retries as [`crate::fate`] applies them.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { max_deliver: self.max_deliver, nak_delay: self.nak_delay, nak_delay_max: self.nak_delay_max }
     }
 }
 
@@ -112,8 +114,8 @@ mod tests {
 
     #[test]
     fn nak_delay_doubles_and_is_capped() {
-        let c = config(&["--nak-delay", "100ms", "--nak-delay-max", "1s"]);
-        let delays: Vec<_> = (1..=6).map(|d| c.nak_delay_for(d).as_millis()).collect();
+        let c = config(&["--nak-delay", "100ms", "--nak-delay-max", "1s"]).retry_policy();
+        let delays: Vec<_> = (1..=6).map(|d| c.delay(d).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
     }
 

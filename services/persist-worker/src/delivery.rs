@@ -1,5 +1,5 @@
 //! One JetStream delivery: its CONSUMER span (parented to the producer), its delivery
-//! facts, and the decision what to do with it.
+//! facts, and what validating it finds ([`Checked`]).
 
 use async_nats::jetstream;
 use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, parse_message_subject};
@@ -10,17 +10,29 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::Config;
+use crate::fate::Found;
 use crate::store::Row;
 
-/// What the batch does with a delivery.
+/// What validation found.
 #[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Insert this row, then ack. `crash` is the demo fault `crash_after_commit`.
-    Store { row: Row, crash: bool },
-    /// A transient failure: nak with delay (or dead-letter on the last delivery).
-    Retry { error_type: &'static str },
-    /// Can never succeed: dead-letter, then term.
-    Poison { reason: &'static str },
+pub(crate) enum Checked {
+    /// A row to insert. `crash` is the demo fault `crash_after_commit`.
+    Row { row: Box<Row>, crash: bool },
+    /// A transient failure (`error.type`).
+    Transient(&'static str),
+    /// Can never succeed (the reason).
+    Poison(&'static str),
+}
+
+impl Checked {
+    /// The input of [`crate::fate::fate`].
+    pub(crate) fn found(&self) -> Found {
+        match self {
+            Self::Row { .. } => Found::Valid,
+            Self::Transient(error_type) => Found::Transient(error_type),
+            Self::Poison(reason) => Found::Poison(reason),
+        }
+    }
 }
 
 /// A delivery being processed; its span ends when this is dropped (after settling).
@@ -32,16 +44,16 @@ pub(crate) struct Delivery {
     pub(crate) message_id: Option<String>,
     /// The span's context, read once (the row's trace id, the batch INSERT's links).
     pub(crate) span_context: SpanContext,
+    /// Identity of the stream the message is stored in (its creation time).
+    pub(crate) stream_created: OffsetDateTime,
 }
 
 impl Delivery {
     /// Opens the CONSUMER span, parented to the producer span named by the headers.
-    pub(crate) fn open(message: jetstream::Message, peer: &Peer) -> Self {
-        let facts = match message.info() {
-            Ok(info) => telemetry::Delivery::from_info(&info),
-            // Only JetStream deliveries reach us; without metadata treat it as a first delivery.
-            Err(_) => telemetry::Delivery { stream_sequence: 0, delivery_count: 1, queue_wait_seconds: 0.0 },
-        };
+    /// `None` for a message that is not a JetStream delivery (no ack metadata in its
+    /// reply subject): it cannot be settled, and its reply subject is not the server's.
+    pub(crate) fn open(message: jetstream::Message, peer: &Peer, stream_created: OffsetDateTime) -> Option<Self> {
+        let facts = telemetry::Delivery::from_info(&message.info().ok()?);
         let message_id = message
             .headers
             .as_ref()
@@ -60,7 +72,7 @@ impl Delivery {
             peer,
         );
         let span_context = span.context().span().span_context().clone();
-        Self { message, span, facts, message_id, span_context }
+        Some(Self { message, span, facts, message_id, span_context, stream_created })
     }
 
     /// The room named by the subject, if valid (for the dead-letter subject).
@@ -80,39 +92,38 @@ impl Delivery {
 
     /// Validates the delivery and acts out demo faults, within the processing deadline.
     /// A missed deadline has already marked the span `ERROR`/`Timeout`.
-    pub(crate) async fn decide(&self, config: &Config) -> Outcome {
+    pub(crate) async fn check(&self, config: &Config) -> Checked {
         let work = async {
-            let outcome = self.validate(config).await;
-            match &outcome {
-                Outcome::Poison { reason } => record_failure(&self.span, reason, &format!("poison message: {reason}")),
-                Outcome::Retry { error_type } => record_failure(&self.span, error_type, "injected transient failure"),
-                Outcome::Store { .. } => {}
+            let checked = self.validate(config).await;
+            match &checked {
+                Checked::Poison(reason) => record_failure(&self.span, reason, &format!("poison message: {reason}")),
+                Checked::Transient(error_type) => record_failure(&self.span, error_type, "injected transient failure"),
+                Checked::Row { .. } => {}
             }
-            outcome
+            checked
         };
-        run_with_deadline(&self.span, config.processing_deadline, work)
-            .await
-            .unwrap_or(Outcome::Retry { error_type: "timeout" })
+        run_with_deadline(&self.span, config.processing_deadline, work).await.unwrap_or(Checked::Transient("timeout"))
     }
 
-    async fn validate(&self, config: &Config) -> Outcome {
+    async fn validate(&self, config: &Config) -> Checked {
+        // Also refuses literal `*` and `>` tokens, which NATS lets a publisher use.
         let Ok((room, user)) = parse_message_subject(&self.message.subject) else {
             tracing::warn!("message subject has invalid room or user names");
-            return Outcome::Poison { reason: "invalid_subject" };
+            return Checked::Poison("invalid_subject");
         };
         let chat = match ChatMessage::decode(&self.message.payload) {
             Ok(chat) => chat,
             Err(error) => {
                 // The error text never quotes the payload.
                 tracing::warn!(%error, "undecodable chat message");
-                return Outcome::Poison { reason: error.reason() };
+                return Checked::Poison(error.reason());
             }
         };
         let first_delivery = !self.facts.is_redelivery();
         let fault = if config.demo_faults { chat.demo_fault } else { None };
         match fault {
-            Some(DemoFault::Poison) => return Outcome::Poison { reason: "demo_poison" },
-            Some(DemoFault::FailOnce) if first_delivery => return Outcome::Retry { error_type: "injected_failure" },
+            Some(DemoFault::Poison) => return Checked::Poison("demo_poison"),
+            Some(DemoFault::FailOnce) if first_delivery => return Checked::Transient("injected_failure"),
             Some(DemoFault::Slow) if first_delivery => {
                 tracing::info!("demo fault: working past the processing deadline");
                 tokio::time::sleep(config.processing_deadline * 2).await;
@@ -127,8 +138,9 @@ impl Delivery {
             .unwrap_or(published);
         let trace_id = self.span_context.trace_id();
         tracing::debug!(stream_sequence = self.facts.stream_sequence, "message valid");
-        Outcome::Store {
-            row: Row {
+        Checked::Row {
+            row: Box::new(Row {
+                stream_created: self.stream_created,
                 stream_seq: i64::try_from(self.facts.stream_sequence).unwrap_or(i64::MAX),
                 room: room.to_owned(),
                 user: user.to_owned(),
@@ -136,7 +148,7 @@ impl Delivery {
                 sent_at,
                 trace_id: (trace_id != opentelemetry::trace::TraceId::INVALID).then(|| trace_id.to_string()),
                 msg_id: self.message_id.clone(),
-            },
+            }),
             crash: first_delivery && fault == Some(DemoFault::CrashAfterCommit),
         }
     }

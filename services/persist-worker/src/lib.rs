@@ -3,26 +3,35 @@
 //!
 //! Layout:
 //! - [`config`]: every setting, from flags or environment (`--help` lists them).
-//! - `setup`: streams `CHAT`, `CHAT_DLQ` and the durable consumer, created idempotently.
+//! - `setup`: streams `CHAT`, `CHAT_DLQ` and the durable consumer, created or updated
+//!   idempotently, with the size limits that keep every dead letter writable.
 //! - `store`: the `chat.messages` table (embedded migrations) and the batched insert.
-//! - `delivery`: one delivery -> span, validation, demo faults -> an [`Outcome`](delivery::Outcome).
+//! - `delivery`: one delivery -> span, validation, demo faults -> what it [found](delivery::Checked).
+//! - `fate`: **the** decision what happens to a message (one pure function, its table).
+//! - `dead_letter`: the dead letter's headers (an allowlist; the sender's under a prefix).
 //! - `batch`: a batch of deliveries -> one INSERT -> ack / nak / term + dead letter.
-//! - `worker`: pulls batches, bounds batches in flight, drains on shutdown.
+//! - `worker`: pulls batches, bounds batches in flight, heals a vanished consumer, drains
+//!   on shutdown.
 //! - `metrics`: the counters and histogram of DESIGN.md 5.4.
 //!
-//! What happens to a message:
-//! - valid: inserted (idempotent on the stream sequence), acked after commit;
+//! What happens to a message (the table in `fate`):
+//! - valid: inserted (idempotent on stream identity + sequence, and on user +
+//!   `Nats-Msg-Id`), acked after commit; a key already holding a different message is
+//!   dead-lettered (`id_conflict`) and counted, never acked silently;
 //! - transient failure (database down or slow, deadline missed, demo fail-once): nak with
 //!   a delay growing per delivery; the redelivery is a new span in the same trace;
 //! - poison (undecodable, too large, invalid names, demo poison): published to
 //!   `chat.dlq.<room>` in the same trace, then terminated; never retried;
 //! - transient failure on the last allowed delivery: the same dead-letter path;
-//! - dead-letter publish failed: nak with delay, so nothing is lost.
+//! - dead-letter publish failed: nak with delay, counted (`messages.dead_letter.failures`)
+//!   and retried until it succeeds: nothing is lost.
 
 pub mod config;
 
 mod batch;
+mod dead_letter;
 mod delivery;
+mod fate;
 mod metrics;
 mod setup;
 mod store;
@@ -47,15 +56,9 @@ pub enum Error {
     /// `DATABASE_URL` is unusable.
     #[error(transparent)]
     DatabaseUrl(#[from] service_kit::DbUrlError),
-    /// Streams or consumer could not be set up.
-    #[error(transparent)]
-    Setup(#[from] setup::SetupError),
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    /// The pull subscription failed for good.
-    #[error(transparent)]
-    Worker(#[from] worker::WorkerError),
     /// The health endpoint could not bind.
     #[error("cannot serve health on {addr}: {source}")]
     Health {
@@ -75,24 +78,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let store = store::Store::new(config.db.pool()?);
     store.migrate().await?;
     let jetstream = async_nats::jetstream::new(client.clone());
-    let consumer = setup::ensure_stream_and_consumer(&jetstream, &config).await?;
+    let pulling = worker::Pulling::default();
 
-    let health = Health::new().with_nats(client.clone()).with_check("database", {
-        let store = store.clone();
-        move || {
+    let health = Health::new()
+        .with_nats(client.clone())
+        .with_check("database", {
             let store = store.clone();
-            async move { store.ping().await }
-        }
-    });
+            move || {
+                let store = store.clone();
+                async move { store.ping().await }
+            }
+        })
+        .with_check("consumer", {
+            let pulling = pulling.clone();
+            move || {
+                let pulling = pulling.get();
+                async move { if pulling { Ok(()) } else { Err("not pulling from the consumer".to_owned()) } }
+            }
+        });
     let addr = config.health.health_addr;
     let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
 
-    let processor = batch::Processor::new(jetstream, store, Arc::clone(&config), config.nats.peer());
+    let peer = config.nats.peer();
+    let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), peer.clone());
     tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "persist-worker started");
-    let result = worker::run(consumer, processor, &config, shutdown).await;
+    let puller = worker::Puller { js: &jetstream, config: &config, peer: &peer, pulling };
+    worker::run(puller, processor, shutdown).await;
     health.stop().await;
     // Acks and dead letters are in the client's buffer: flush before the process exits.
     let _ = client.flush().await;
     tracing::info!("persist-worker stopped");
-    Ok(result?)
+    Ok(())
 }

@@ -1,8 +1,15 @@
 //! The `chat.messages` table: embedded migrations, the batched idempotent insert and a
 //! reachability check. Every statement runs inside a database CLIENT span.
+//!
+//! A row's key is (stream identity, stream sequence), and (user, `Nats-Msg-Id`) is
+//! unique too: a redelivery, or a publisher's retry of the same message, finds its row
+//! already there. A row that is already there **with different content** is a conflict,
+//! never a silent success: [`Inserted::conflicts`] names it and the batch dead-letters
+//! the message and counts it.
 
 use opentelemetry::trace::SpanContext;
 use service_kit::Db;
+use sqlx::Row as _;
 use telemetry::{db_span, record_db_failure};
 use time::OffsetDateTime;
 use tracing::Instrument as _;
@@ -56,8 +63,10 @@ impl StoreError {
 }
 
 /// One row to insert.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Row {
+    /// Creation time of the stream the message was stored in (its identity).
+    pub(crate) stream_created: OffsetDateTime,
     pub(crate) stream_seq: i64,
     pub(crate) room: String,
     pub(crate) user: String,
@@ -67,9 +76,43 @@ pub(crate) struct Row {
     pub(crate) msg_id: Option<String>,
 }
 
-const INSERT_SQL: &str = "INSERT INTO chat.messages (stream_seq, room, username, text, sent_at, trace_id, msg_id) \
-     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]) \
-     ON CONFLICT (stream_seq) DO NOTHING";
+impl Row {
+    /// Whether `other` (a stored row with the same key) holds the same message.
+    fn same_message(&self, stored: &Stored) -> bool {
+        self.room == stored.room && self.user == stored.user && self.text == stored.text && self.msg_id == stored.msg_id
+    }
+}
+
+/// The content of a stored row that an insert collided with.
+#[derive(Debug)]
+struct Stored {
+    stream_created: OffsetDateTime,
+    stream_seq: i64,
+    room: String,
+    user: String,
+    text: String,
+    msg_id: Option<String>,
+}
+
+/// What one batched insert did, by position in the batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Inserted {
+    /// Rows written now.
+    pub(crate) new: u64,
+    /// Positions whose message was already stored, identical (redelivery, publisher retry).
+    pub(crate) duplicates: Vec<usize>,
+    /// Positions whose key is taken by a different message: not stored.
+    pub(crate) conflicts: Vec<usize>,
+}
+
+const INSERT_SQL: &str = "INSERT INTO chat.messages \
+     (stream_created, stream_seq, room, username, text, sent_at, trace_id, msg_id) \
+     SELECT * FROM UNNEST($1::timestamptz[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+     $7::text[], $8::text[]) ON CONFLICT DO NOTHING RETURNING stream_created, stream_seq";
+
+const EXISTING_SQL: &str = "SELECT stream_created, stream_seq, room, username, text, msg_id FROM chat.messages \
+     WHERE (stream_created, stream_seq) IN (SELECT * FROM UNNEST($1::timestamptz[], $2::bigint[])) \
+     OR (username, msg_id) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))";
 
 /// The table's owner: migrations and the batched insert.
 #[derive(Debug, Clone)]
@@ -105,35 +148,146 @@ impl Store {
         self.db.ping().await
     }
 
-    /// Inserts all rows in one statement (one transaction); rows whose stream sequence is
-    /// already stored are skipped. Returns the rows actually inserted.
-    /// The span links `links` (the other deliveries of the batch).
-    pub(crate) async fn insert_batch(&self, rows: &[Row], links: Vec<SpanContext>) -> Result<u64, StoreError> {
+    /// Inserts all rows in one statement; rows whose key is taken are skipped and then
+    /// compared with what is stored (duplicate or conflict). The span links `links`
+    /// (the other deliveries of the batch).
+    pub(crate) async fn insert_batch(&self, rows: &[Row], links: Vec<SpanContext>) -> Result<Inserted, StoreError> {
         let span = db_span(&self.db.operation("INSERT", "chat.messages", INSERT_SQL));
         span.record("db.operation.batch.size", rows.len() as i64);
         for link in links {
             span.add_link(link);
         }
-        let query = sqlx::query(INSERT_SQL)
-            .bind(rows.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.room.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.user.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.trace_id.as_deref()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>());
-        let result = query.execute(&self.db.pool).instrument(span.clone()).await;
-        match result {
-            Ok(done) => Ok(done.rows_affected()),
-            Err(error) => {
-                let error = StoreError::from(error);
-                let sqlstate = match &error {
-                    StoreError::Sql(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
-                    _ => None,
-                };
-                record_db_failure(&span, sqlstate.as_deref(), error.error_type(), &error.to_string());
-                Err(error)
+        let result = async {
+            let written = sqlx::query(INSERT_SQL)
+                .bind(rows.iter().map(|r| r.stream_created).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.room.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.user.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.trace_id.as_deref()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>())
+                .fetch_all(&self.db.pool)
+                .await?;
+            let keys: Vec<(OffsetDateTime, i64)> = written
+                .iter()
+                .map(|r| Ok((r.try_get("stream_created")?, r.try_get("stream_seq")?)))
+                .collect::<Result<_, sqlx::Error>>()?;
+            let skipped: Vec<usize> =
+                (0..rows.len()).filter(|&i| !keys.contains(&(rows[i].stream_created, rows[i].stream_seq))).collect();
+            if skipped.is_empty() {
+                return Ok(Inserted { new: keys.len() as u64, ..Inserted::default() });
             }
+            let stored = self.existing(rows, &skipped).await?;
+            Ok(classify(rows, &skipped, &stored, keys.len() as u64))
         }
+        .instrument(span.clone())
+        .await;
+        result.inspect_err(|error: &StoreError| {
+            let sqlstate = match error {
+                StoreError::Sql(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            };
+            record_db_failure(&span, sqlstate.as_deref(), error.error_type(), &error.to_string());
+        })
+    }
+
+    /// The stored rows that the skipped rows collided with.
+    async fn existing(&self, rows: &[Row], skipped: &[usize]) -> Result<Vec<Stored>, StoreError> {
+        let with_id: Vec<usize> = skipped.iter().copied().filter(|&i| rows[i].msg_id.is_some()).collect();
+        let found = sqlx::query(EXISTING_SQL)
+            .bind(skipped.iter().map(|&i| rows[i].stream_created).collect::<Vec<_>>())
+            .bind(skipped.iter().map(|&i| rows[i].stream_seq).collect::<Vec<_>>())
+            .bind(with_id.iter().map(|&i| rows[i].user.as_str()).collect::<Vec<_>>())
+            .bind(with_id.iter().map(|&i| rows[i].msg_id.as_deref()).collect::<Vec<_>>())
+            .fetch_all(&self.db.pool)
+            .await?;
+        found
+            .iter()
+            .map(|r| {
+                Ok(Stored {
+                    stream_created: r.try_get("stream_created")?,
+                    stream_seq: r.try_get("stream_seq")?,
+                    room: r.try_get("room")?,
+                    user: r.try_get("username")?,
+                    text: r.try_get("text")?,
+                    msg_id: r.try_get("msg_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+/// Sorts the skipped rows into duplicates (the same message is stored under their key)
+/// and conflicts (a different message is). A row found under neither key (deleted in
+/// between) counts as a conflict: it was not stored now and must not be acked silently.
+fn classify(rows: &[Row], skipped: &[usize], stored: &[Stored], new: u64) -> Inserted {
+    let mut inserted = Inserted { new, ..Inserted::default() };
+    for &i in skipped {
+        let row = &rows[i];
+        let holders: Vec<&Stored> = stored
+            .iter()
+            .filter(|s| {
+                (s.stream_created, s.stream_seq) == (row.stream_created, row.stream_seq)
+                    || (row.msg_id.is_some() && s.msg_id == row.msg_id && s.user == row.user)
+            })
+            .collect();
+        if !holders.is_empty() && holders.iter().all(|s| row.same_message(s)) {
+            inserted.duplicates.push(i);
+        } else {
+            inserted.conflicts.push(i);
+        }
+    }
+    inserted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, text: &str, msg_id: Option<&str>) -> Row {
+        Row {
+            stream_created: OffsetDateTime::UNIX_EPOCH,
+            stream_seq: seq,
+            room: "general".into(),
+            user: "alice".into(),
+            text: text.into(),
+            sent_at: OffsetDateTime::UNIX_EPOCH,
+            trace_id: None,
+            msg_id: msg_id.map(str::to_owned),
+        }
+    }
+
+    fn stored(row: &Row) -> Stored {
+        Stored {
+            stream_created: row.stream_created,
+            stream_seq: row.stream_seq,
+            room: row.room.clone(),
+            user: row.user.clone(),
+            text: row.text.clone(),
+            msg_id: row.msg_id.clone(),
+        }
+    }
+
+    #[test]
+    fn identical_rows_are_duplicates_and_different_ones_conflicts() {
+        let rows =
+            [row(1, "hi", Some("m1")), row(2, "new text", Some("m2")), row(3, "retry", Some("m3")), row(4, "x", None)];
+        let existing = [
+            stored(&rows[0]),                        // redelivery: same key, same message
+            stored(&row(2, "old text", Some("m2"))), // same key, another message
+            stored(&row(99, "retry", Some("m3"))),   // publisher retry stored under another sequence
+        ];
+        let result = classify(&rows, &[0, 1, 2, 3], &existing, 0);
+        assert_eq!(result.duplicates, [0, 2]);
+        assert_eq!(result.conflicts, [1, 3], "row 3 is stored nowhere: not a silent success");
+    }
+
+    #[test]
+    fn a_reused_message_id_with_other_text_is_a_conflict() {
+        let rows = [row(7, "second message", Some("m1"))];
+        let existing = [stored(&row(3, "first message", Some("m1")))];
+        assert_eq!(classify(&rows, &[0], &existing, 0).conflicts, [0]);
     }
 }

@@ -147,7 +147,7 @@ async fn poison_is_dead_lettered_in_the_same_trace_not_retried_and_the_worker_go
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_dead_letter_keeps_the_senders_headers_but_not_the_servers_trace_markers() {
+async fn a_dead_letter_keeps_the_senders_headers_under_a_prefix_but_not_the_servers_trace_markers() {
     let (app, _worker) = TestApp::spawn().await;
     let client = async_nats::connect(app.stack.nats.url()).await.expect("nats");
     let js = async_nats::jetstream::new(client);
@@ -165,7 +165,7 @@ async fn a_dead_letter_keeps_the_senders_headers_but_not_the_servers_trace_marke
     let stream = js.get_stream("CHAT_DLQ").await.expect("dlq stream");
     let dead = stream.get_last_raw_message_by_subject("chat.dlq.general").await.expect("dead letter");
     let header = |name: &str| dead.headers.get(name).map(|v| v.as_str().to_owned());
-    assert_eq!(header("Chat-Client").as_deref(), Some("demo"), "{:?}", dead.headers);
+    assert_eq!(header("Chat-Orig-Chat-Client").as_deref(), Some("demo"), "{:?}", dead.headers);
     assert_eq!(header("Nats-Trace-Dest"), None, "{:?}", dead.headers);
     assert_eq!(header("Xraceparent"), None, "{:?}", dead.headers);
     assert!(header("traceparent").is_some_and(|tp| tp.contains(trace_id)), "{:?}", dead.headers);
