@@ -118,7 +118,7 @@ impl Callout {
             Ok(request) => request,
             Err(reason) => return ("error", reason),
         };
-        let decision = self.decide(&request).await;
+        let decision = self.decide(&request);
         let (result, reason) = match &decision {
             Ok(_) => ("allowed", "ok"),
             Err(denial) => (denial.result(), denial.reason()),
@@ -141,12 +141,11 @@ impl Callout {
     }
 
     /// `jwt.validate` then `permissions.map`; the failing step's span carries the denial.
-    async fn decide(&self, request: &Request) -> Result<(String, Grant, u64), Denial> {
+    fn decide(&self, request: &Request) -> Result<(String, Grant, u64), Denial> {
         let validate = step("jwt.validate");
-        let claims =
-            self.validator.validate(&request.token).instrument(validate.clone()).await.inspect_err(|denial| {
-                record_failure(&validate, denial.reason(), &denial.to_string());
-            })?;
+        let claims = validate.in_scope(|| self.validator.validate(&request.token)).inspect_err(|denial| {
+            record_failure(&validate, denial.reason(), &denial.to_string());
+        })?;
         drop(validate);
         let map = step("permissions.map");
         let user = claims.preferred_username.clone().unwrap_or_default();

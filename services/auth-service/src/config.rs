@@ -48,12 +48,21 @@ pub struct Config {
     /// JWKS URL; default: discovered from the first issuer's openid-configuration.
     #[arg(long, env = "OIDC_JWKS_URL")]
     pub oidc_jwks_url: Option<String>,
-    /// Clock skew tolerated on exp/nbf.
+    /// Clock skew tolerated on nbf (a token is never accepted past its exp: the user JWT
+    /// would already be expired).
     #[arg(long, env = "TOKEN_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub token_leeway: Duration,
-    /// Least time between two JWKS fetches (unknown kids trigger a fetch).
-    #[arg(long, env = "JWKS_MIN_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Least time between two JWKS fetches (a login with an unknown kid asks for one in
+    /// the background, and is refused at once).
+    #[arg(long, env = "JWKS_MIN_REFRESH", default_value = "2s", value_parser = humantime::parse_duration)]
     pub jwks_min_refresh: Duration,
+    /// Longest time between two JWKS fetches: keys the issuer removed stop being trusted
+    /// within this time (or the response's Cache-Control max-age, if shorter).
+    #[arg(long, env = "JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub jwks_refresh_interval: Duration,
+    /// HTTP timeout of one JWKS fetch (in the background; never on a login's path).
+    #[arg(long, env = "JWKS_FETCH_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub jwks_fetch_timeout: Duration,
     /// Role -> permission map (JSON); default: the built-in permissions.json.
     #[arg(long, env = "PERMISSIONS_FILE")]
     pub permissions_file: Option<PathBuf>,

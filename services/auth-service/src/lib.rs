@@ -4,13 +4,14 @@
 //! permissions and answers with a user JWT signed by the callout account key.
 //!
 //! Layout: [`config`], [`keygen`] (fresh keys for `.env`), `nats_jwt` (NATS JWT signing
-//! and verification), `oidc` (JWKS cache, token validation), `permissions` (role map),
-//! `callout` (one request, traced).
+//! and verification), `jwks` (the issuer's keys, refreshed in the background), `oidc`
+//! (token validation), `permissions` (role map), `callout` (one request, traced).
 
 pub mod config;
 pub mod keygen;
 
 mod callout;
+mod jwks;
 mod nats_jwt;
 mod oidc;
 mod permissions;
@@ -20,7 +21,6 @@ pub use permissions::PermissionsError;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use nkeys::{KeyPair, XKey};
@@ -67,30 +67,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         None => None,
     };
     let permissions = permissions::Permissions::load(config.permissions_file.as_deref())?;
-    let validator = Arc::new(oidc::Validator::new(oidc::OidcSettings {
-        issuers: config.oidc_issuer.clone(),
-        audience: config.oidc_audience.clone(),
-        jwks_url: config.oidc_jwks_url.clone(),
-        leeway: config.token_leeway,
-        min_refresh: config.jwks_min_refresh,
-    }));
-    // The issuer (Keycloak) may start after us: keep trying until the keys are loaded.
-    let loader = tokio::spawn({
-        let validator = Arc::clone(&validator);
-        async move {
-            while let Err(error) = validator.load().await {
-                tracing::warn!(%error, "JWKS not loaded yet; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    });
+    let keys = Arc::new(jwks::KeySet::default());
+    let validator = Arc::new(oidc::Validator::new(
+        oidc::OidcSettings {
+            issuers: config.oidc_issuer.clone(),
+            audience: config.oidc_audience.clone(),
+            leeway: config.token_leeway,
+        },
+        Arc::clone(&keys),
+    ));
+    // Loads the keys now (the issuer may start after us: retried with backoff) and keeps
+    // them fresh; readiness waits for the first set.
+    let refresher = tokio::spawn(jwks::refresh_forever(
+        keys,
+        jwks::JwksSettings {
+            url: config.oidc_jwks_url.clone(),
+            issuer: config.oidc_issuer.first().cloned().unwrap_or_default(),
+            min_refresh: config.jwks_min_refresh,
+            interval: config.jwks_refresh_interval,
+            fetch_timeout: config.jwks_fetch_timeout,
+        },
+    ));
 
     let client = config.nats.connect("auth-service").await?;
     let health = Health::new().with_nats(client.clone()).with_check("jwks", {
         let validator = Arc::clone(&validator);
         move || {
-            let validator = Arc::clone(&validator);
-            async move { if validator.is_loaded().await { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
+            let loaded = validator.is_loaded();
+            async move { if loaded { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
         }
     });
     let addr = config.health.health_addr;
@@ -106,7 +110,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         config.target_account.clone(),
         config.nats.peer(),
     ));
-    tracing::info!(subject = callout::AUTH_SUBJECT, issuers = ?config.oidc_issuer, "auth-service started");
+    let issuers: Vec<String> = config.oidc_issuer.iter().map(|i| telemetry::redact_url(i)).collect();
+    tracing::info!(subject = callout::AUTH_SUBJECT, ?issuers, "auth-service started");
     requests
         .take_until(shutdown)
         .for_each_concurrent(CONCURRENT_REQUESTS, |message| {
@@ -114,7 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             async move { callout.handle(message).await }
         })
         .await;
-    loader.abort();
+    refresher.abort();
     let _ = client.flush().await;
     health.stop().await;
     tracing::info!("auth-service stopped");

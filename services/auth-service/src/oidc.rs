@@ -1,18 +1,16 @@
-//! OIDC access-token validation: signature from the issuer's JWKS (cached, refetched
-//! once on an unknown `kid` and never more often than `JWKS_MIN_REFRESH`), `iss`, `aud`,
-//! `exp`/`nbf` with leeway. Only asymmetric algorithms are accepted (`none` and HMAC
+//! OIDC access-token validation: signature from the issuer's keys (the [`KeySet`] kept
+//! fresh in the background; a login never waits for a fetch), `iss`, `aud`, `nbf` with
+//! leeway and `exp` without. Only asymmetric algorithms are accepted (`none` and HMAC
 //! are refused: a public key must never be usable as a shared secret).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
-use telemetry::record_failure;
-use tokio::sync::{Mutex, RwLock};
-use tracing::Instrument as _;
-use tracing::field::Empty;
+
+use crate::jwks::KeySet;
+use crate::nats_jwt::now;
 
 /// Why a token was refused; [`Denial::reason`] is the low-cardinality metric label and
 /// the message the NATS server logs. Never contains the token.
@@ -88,29 +86,20 @@ pub(crate) struct RealmAccess {
     pub(crate) roles: Vec<String>,
 }
 
-/// Where the keys come from and what a token must say.
+/// What a token must say.
 #[derive(Debug, Clone)]
 pub(crate) struct OidcSettings {
     pub(crate) issuers: Vec<String>,
     pub(crate) audience: String,
-    pub(crate) jwks_url: Option<String>,
+    /// Clock skew tolerated on `nbf` (never on `exp`: see [`Validator::validate`]).
     pub(crate) leeway: Duration,
-    pub(crate) min_refresh: Duration,
 }
 
-#[derive(Debug, Default)]
-struct Keys {
-    by_kid: HashMap<String, (DecodingKey, Algorithm)>,
-    fetched_at: Option<Instant>,
-}
-
-/// Validates access tokens; shared by all requests.
+/// Validates access tokens against the issuer's keys; shared by all requests.
 #[derive(Debug)]
 pub(crate) struct Validator {
     settings: OidcSettings,
-    http: reqwest::Client,
-    keys: RwLock<Keys>,
-    refresh: Mutex<()>,
+    keys: Arc<KeySet>,
 }
 
 const ACCEPTED: &[Algorithm] = &[
@@ -125,25 +114,20 @@ const ACCEPTED: &[Algorithm] = &[
 ];
 
 impl Validator {
-    pub(crate) fn new(settings: OidcSettings) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { settings, http, keys: RwLock::default(), refresh: Mutex::new(()) }
+    pub(crate) fn new(settings: OidcSettings, keys: Arc<KeySet>) -> Self {
+        Self { settings, keys }
     }
 
     /// Whether the JWKS has been loaded at least once (readiness).
-    pub(crate) async fn is_loaded(&self) -> bool {
-        self.keys.read().await.fetched_at.is_some()
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.keys.is_loaded()
     }
 
-    /// Loads the JWKS now (startup and readiness).
-    pub(crate) async fn load(&self) -> Result<(), String> {
-        self.refresh_keys(true).await
-    }
-
-    pub(crate) async fn validate(&self, token: &str) -> Result<AccessClaims, Denial> {
+    /// Checks a token without waiting on anything: an unknown `kid` is refused at once
+    /// and asks for a JWKS refresh in the background. A token is accepted only before its
+    /// `exp`, with no leeway: the user JWT expires when the token does, and NATS refuses a
+    /// user JWT that is already expired.
+    pub(crate) fn validate(&self, token: &str) -> Result<AccessClaims, Denial> {
         if token.trim().is_empty() {
             return Err(Denial::MissingToken);
         }
@@ -159,17 +143,12 @@ impl Validator {
             return Err(Denial::UnsupportedAlgorithm);
         }
         let kid = header.kid.ok_or(Denial::Malformed)?;
-        let key = match self.key(&kid).await {
-            Some(key) => key,
-            None => {
-                // Unknown kid: maybe the issuer rotated its keys. One refetch, rate limited.
-                if self.refresh_keys(false).await.is_err() && !self.is_loaded().await {
-                    return Err(Denial::KeysUnavailable);
-                }
-                self.key(&kid).await.ok_or(Denial::UnknownKey)?
-            }
+        let Some((key, alg)) = self.keys.get(&kid) else {
+            // Maybe the issuer rotated its keys: refresh in the background, refuse now.
+            self.keys.request_refresh();
+            return Err(if self.keys.is_loaded() { Denial::UnknownKey } else { Denial::KeysUnavailable });
         };
-        if key.1 != header.alg {
+        if alg != header.alg {
             return Err(Denial::UnsupportedAlgorithm);
         }
         let mut validation = Validation::new(header.alg);
@@ -177,90 +156,23 @@ impl Validator {
         validation.set_audience(&[&self.settings.audience]);
         validation.leeway = self.settings.leeway.as_secs();
         validation.validate_nbf = true;
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        jsonwebtoken::decode::<AccessClaims>(token, &key.0, &validation).map(|data| data.claims).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => Denial::Expired,
-                ErrorKind::ImmatureSignature => Denial::NotYetValid,
-                ErrorKind::InvalidIssuer => Denial::WrongIssuer,
-                ErrorKind::InvalidAudience => Denial::WrongAudience,
-                ErrorKind::InvalidSignature => Denial::BadSignature,
-                _ => Denial::Malformed,
-            }
-        })
-    }
-
-    async fn key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
-        self.keys.read().await.by_kid.get(kid).cloned()
-    }
-
-    /// Fetches the JWKS unless it was fetched less than `min_refresh` ago (`force` skips
-    /// that check). Concurrent callers wait for one fetch.
-    async fn refresh_keys(&self, force: bool) -> Result<(), String> {
-        let _one_at_a_time = self.refresh.lock().await;
-        let recent = self.keys.read().await.fetched_at.is_some_and(|at| at.elapsed() < self.settings.min_refresh);
-        if recent && !force {
-            return Ok(());
+        let claims =
+            jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map(|data| data.claims).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ImmatureSignature => Denial::NotYetValid,
+                    ErrorKind::InvalidIssuer => Denial::WrongIssuer,
+                    ErrorKind::InvalidAudience => Denial::WrongAudience,
+                    ErrorKind::InvalidSignature => Denial::BadSignature,
+                    _ => Denial::Malformed,
+                }
+            })?;
+        if claims.exp <= now() {
+            return Err(Denial::Expired);
         }
-        let url = self.jwks_url().await?;
-        let set: JwkSet = self.get_json(&url).await?;
-        let mut by_kid = HashMap::new();
-        for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else { continue };
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
-                .unwrap_or(Algorithm::RS256);
-            by_kid.insert(kid, (key, alg));
-        }
-        tracing::info!(keys = by_kid.len(), "JWKS loaded");
-        *self.keys.write().await = Keys { by_kid, fetched_at: Some(Instant::now()) };
-        Ok(())
-    }
-
-    async fn jwks_url(&self) -> Result<String, String> {
-        if let Some(url) = &self.settings.jwks_url {
-            return Ok(url.clone());
-        }
-        #[derive(Deserialize)]
-        struct Discovery {
-            jwks_uri: String,
-        }
-        let issuer = self.settings.issuers.first().ok_or("no OIDC issuer configured")?;
-        let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        Ok(self.get_json::<Discovery>(&url).await?.jwks_uri)
-    }
-
-    /// GET with an HTTP CLIENT span (`GET`), as the HTTP semantic conventions name it.
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
-        let span = tracing::info_span!(
-            "http",
-            otel.name = "GET",
-            otel.kind = "client",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            error.type = Empty,
-            http.request.method = "GET",
-            url.full = url,
-            server.address = parsed.host_str().unwrap_or_default(),
-            server.port = i64::from(parsed.port_or_known_default().unwrap_or_default()),
-            http.response.status_code = Empty,
-        );
-        let result = async {
-            let response = self.http.get(parsed).send().await.map_err(|e| ("transport", e.to_string()))?;
-            tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
-            let response = response.error_for_status().map_err(|e| ("http_status", e.to_string()))?;
-            response.json::<T>().await.map_err(|e| ("decode", e.to_string()))
-        }
-        .instrument(span.clone())
-        .await;
-        result.map_err(|(error_type, message)| {
-            record_failure(&span, error_type, &message);
-            format!("GET {url}: {message}")
-        })
+        Ok(claims)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::ConnectErrorKind;
 use serde_json::json;
 use test_harness::model::{AttributesExt as _, SpanKind, StatusCode};
-use test_harness::oidc::{TestIssuer, now};
+use test_harness::oidc::{JwksMode, TestIssuer, now};
 use test_harness::otlp::latest_sum;
 use test_harness::{ChatStack, Service};
 
@@ -118,18 +118,115 @@ async fn every_bad_token_is_refused_and_counted_with_its_reason() {
     app.connect(&good_token).await.expect("a good token still works");
 }
 
+/// Connects until `token` is accepted (bounded), returning how long it took.
+async fn accepted_within(app: &TestApp, token: &str, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if app.connect(token).await.is_ok() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not accepted within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rotated_key_is_accepted_after_one_jwks_refetch() {
+async fn a_rotated_key_is_refused_at_once_then_accepted_after_one_background_refetch() {
     let app = TestApp::spawn().await;
     let claims = app.issuer.claims("alice", &["chat-user"]);
     app.connect(&app.issuer.token(&claims)).await.expect("before rotation");
     tokio::time::sleep(Duration::from_millis(400)).await; // past JWKS_MIN_REFRESH
     let fetches = app.issuer.jwks_fetches();
     app.issuer.rotate("key-2");
-    app.connect(&app.issuer.token(&claims)).await.expect("new kid accepted");
+    let token = app.issuer.token(&claims);
+    // The callout never waits for the issuer: the first login with the new kid is refused
+    // now and asks for a fetch in the background.
+    let started = std::time::Instant::now();
+    let refused = app.connect(&token).await.expect_err("unknown kid refused at once");
+    assert_eq!(refused.kind(), ConnectErrorKind::AuthorizationViolation);
+    assert!(started.elapsed() < Duration::from_secs(1), "refused in {:?}", started.elapsed());
+    accepted_within(&app, &token, Duration::from_secs(3)).await;
     assert_eq!(app.issuer.jwks_fetches(), fetches + 1, "exactly one refetch");
-    app.connect(&app.issuer.token(&claims)).await.expect("cached now");
+    app.connect(&token).await.expect("cached now");
     assert_eq!(app.issuer.jwks_fetches(), fetches + 1, "no refetch for a known kid");
+}
+
+/// A JWKS endpoint that hangs, then fails, while junk kids pour in: every valid login
+/// still gets through well within the server's callout timeout, and the issuer sees a
+/// bounded number of fetches (single flight, minimum interval, backoff on failure).
+#[tokio::test(flavor = "multi_thread")]
+async fn logins_go_on_while_the_jwks_endpoint_hangs_or_fails_and_junk_kids_cause_no_fetch_storm() {
+    let app = TestApp::spawn().await;
+    let good = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+    app.connect(&good).await.expect("keys loaded");
+    // More junk connects than the callout answers at once (32).
+    let junk: Vec<String> = (0..40)
+        .map(|i| app.issuer.token_with_kid(&app.issuer.claims("mallory", &["chat-user"]), &format!("junk-{i}")))
+        .collect();
+    for mode in [JwksMode::Hang, JwksMode::Fail] {
+        app.issuer.set_jwks_mode(mode);
+        let fetches = app.issuer.jwks_fetches();
+        let started = std::time::Instant::now();
+        let attacks = futures::future::join_all(junk.iter().map(|t| app.connect(t)));
+        let logins = async {
+            let mut slowest = Duration::ZERO;
+            for _ in 0..10 {
+                let login = std::time::Instant::now();
+                app.connect(&good).await.expect("a valid login is never blocked by the issuer");
+                slowest = slowest.max(login.elapsed());
+            }
+            slowest
+        };
+        let (attacks, slowest) = tokio::join!(attacks, logins);
+        assert!(attacks.iter().all(Result::is_err), "{mode:?}: junk kids are refused");
+        assert!(slowest < Duration::from_millis(500), "{mode:?}: a valid login took {slowest:?}");
+        // JWKS_MIN_REFRESH is 300 ms here: at most one fetch per 300 ms, plus the one in flight.
+        let elapsed = started.elapsed().as_millis() as usize;
+        let made = app.issuer.jwks_fetches() - fetches;
+        assert!(made <= 2 + elapsed / 300, "{mode:?}: {made} fetches in {elapsed} ms");
+    }
+    let failures = app.stack.otlp.wait_for(WAIT, "failed refreshes counted", |c| {
+        latest_sum(&c.metrics, "auth.jwks.refreshes", &[("result", "error")]).filter(|n| *n >= 1.0)
+    });
+    failures.await.expect("counted");
+    assert_eq!(app.auth.readyz().await, Some(200), "the keys in use stay loaded");
+}
+
+/// Keys the issuer stops publishing stop being trusted at the next periodic refresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_removed_from_the_jwks_stops_being_trusted() {
+    let stack = ChatStack::start_secured().await.expect("secured stack");
+    let issuer = TestIssuer::start().await.expect("issuer");
+    let env = [("OIDC_ISSUER", issuer.issuer()), ("JWKS_MIN_REFRESH", "300ms"), ("JWKS_REFRESH_INTERVAL", "1s")];
+    let auth = stack.spawn_service("auth-service", &env).await.expect("auth-service");
+    let app = TestApp { stack, issuer, auth };
+    let old = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+    app.connect(&old).await.expect("key-1 trusted");
+    app.issuer.rotate("key-2");
+    let started = std::time::Instant::now();
+    loop {
+        if app.connect(&old).await.is_err() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "key-1 still trusted after it was removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.connect(&app.issuer.token(&app.issuer.claims("alice", &["chat-user"]))).await.expect("key-2 trusted");
+}
+
+/// A token a few seconds past its `exp` was accepted with the 30 s leeway and then got
+/// a user JWT that NATS refuses as already expired: now it is refused as expired.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_past_its_exp_is_refused_whatever_the_leeway() {
+    let app = TestApp::spawn().await;
+    let mut claims = app.issuer.claims("alice", &["chat-user"]);
+    claims["exp"] = json!(now() - 5);
+    let err = app.connect(&app.issuer.token(&claims)).await.expect_err("expired");
+    assert_eq!(err.kind(), ConnectErrorKind::AuthorizationViolation);
+    let counted = app.stack.otlp.wait_for(WAIT, "counted as expired", |c| {
+        latest_sum(&c.metrics, "auth.requests", &[("result", "denied"), ("reason", "expired")])
+    });
+    counted.await.expect("expired, not an error of ours");
 }
 
 #[tokio::test(flavor = "multi_thread")]

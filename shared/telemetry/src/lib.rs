@@ -61,7 +61,7 @@ mod stdout;
 
 pub use db::{DbOperation, db_span, record_db_failure};
 pub use health::{CheckResult, Health, HealthArgs, HealthServer, ProbeError, healthcheck, probe, shutdown_signal};
-pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key};
+pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key, redact_url};
 pub use propagation::{
     HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, NATS_RENAMED_TRACEPARENT,
     PropagationFailure, TRACEPARENT, TRACESTATE, extract_context, inject_context,

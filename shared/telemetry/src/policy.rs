@@ -287,9 +287,54 @@ impl LogRecord for RedactingLogRecord {
     }
 }
 
+/// `url` with its user information replaced by `REDACTED:REDACTED`, as the HTTP semantic
+/// conventions ask for `url.full`; use it for every URL that reaches a span, a log line or
+/// an error message (a configured URL may carry credentials). Each URL of a
+/// comma-separated list is redacted. Text that is not a URL is returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.split_once("://") {
+                Some((scheme, rest)) => (Some(scheme), rest),
+                None => (None, one),
+            };
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let redacted = match rest[..authority_end].rfind('@') {
+                Some(at) => format!("REDACTED:REDACTED{}", &rest[at..]),
+                None => rest.to_owned(),
+            };
+            match scheme {
+                Some(scheme) => format!("{scheme}://{redacted}"),
+                None => redacted,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_and_keep_the_rest() {
+        let cases = [
+            (
+                "http://admin:hunter2@keycloak:8080/realms/chat/certs",
+                "http://REDACTED:REDACTED@keycloak:8080/realms/chat/certs",
+            ),
+            (
+                "nats://token@nats:4222,nats://a:b@n2:4222",
+                "nats://REDACTED:REDACTED@nats:4222,nats://REDACTED:REDACTED@n2:4222",
+            ),
+            ("http://keycloak:8080/certs?next=a@b", "http://keycloak:8080/certs?next=a@b"),
+            ("https://host/path", "https://host/path"),
+            ("user:pw@host:1", "REDACTED:REDACTED@host:1"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url(url), expected, "{url}");
+        }
+    }
 
     #[test]
     fn sensitive_keys_are_recognised_by_segment() {

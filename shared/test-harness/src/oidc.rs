@@ -46,11 +46,24 @@ fn new_key(kid: &str) -> SigningKey {
     SigningKey { kid: kid.to_owned(), encoding, jwk }
 }
 
+/// How the JWKS endpoint behaves (a hostile or broken issuer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksMode {
+    /// Serves the current key.
+    Serve,
+    /// Answers 500.
+    Fail,
+    /// Never answers (holds the request for a minute).
+    Hang,
+}
+
 #[derive(Debug)]
 struct Shared {
     issuer: String,
     current: Mutex<SigningKey>,
     jwks_fetches: AtomicUsize,
+    mode: Mutex<JwksMode>,
+    cache_control: Mutex<Option<String>>,
 }
 
 /// The issuer; its HTTP server stops when dropped.
@@ -70,6 +83,8 @@ impl TestIssuer {
             issuer: format!("http://127.0.0.1:{port}/realms/chat"),
             current: Mutex::new(new_key("key-1")),
             jwks_fetches: AtomicUsize::new(0),
+            mode: Mutex::new(JwksMode::Serve),
+            cache_control: Mutex::new(None),
         });
         let app = axum::Router::new()
             .route("/realms/chat/.well-known/openid-configuration", get(discovery))
@@ -95,6 +110,20 @@ impl TestIssuer {
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> usize {
         self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How the JWKS endpoint answers from now on.
+    pub fn set_jwks_mode(&self, mode: JwksMode) {
+        if let Ok(mut current) = self.shared.mode.lock() {
+            *current = mode;
+        }
+    }
+
+    /// A `Cache-Control` header on JWKS answers (e.g. `max-age=1`).
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        if let Ok(mut current) = self.shared.cache_control.lock() {
+            *current = value.map(str::to_owned);
+        }
     }
 
     /// Replaces the signing key with a new one (new `kid`); the JWKS serves only the new key.
@@ -190,8 +219,20 @@ async fn token_endpoint(
     ))
 }
 
-async fn jwks(State(shared): State<Arc<Shared>>) -> Json<Value> {
+async fn jwks(State(shared): State<Arc<Shared>>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let mode = shared.mode.lock().map(|m| *m).unwrap_or(JwksMode::Serve);
+    match mode {
+        JwksMode::Fail => return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        JwksMode::Hang => tokio::time::sleep(std::time::Duration::from_secs(60)).await,
+        JwksMode::Serve => {}
+    }
     let jwk = shared.current.lock().map(|k| k.jwk.clone()).unwrap_or_default();
-    Json(json!({ "keys": [jwk] }))
+    let mut response = Json(json!({ "keys": [jwk] })).into_response();
+    let cache_control = shared.cache_control.lock().ok().and_then(|c| c.clone());
+    if let Some(value) = cache_control.and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(axum::http::header::CACHE_CONTROL, value);
+    }
+    response
 }

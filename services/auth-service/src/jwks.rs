@@ -1,0 +1,296 @@
+//! The issuer's signing keys, kept fresh in the background: a login never waits on the
+//! network. Owns the key set, the refresher task and the JWKS HTTP GET.
+//!
+//! - A token with an unknown `kid` is refused at once ([`KeySet::get`] is a map lookup)
+//!   and asks the refresher for a fetch ([`KeySet::request_refresh`]); requests made
+//!   while one is pending become that one fetch (single flight).
+//! - Fetches are at least `JWKS_MIN_REFRESH` apart, and after failures back off from 1 s
+//!   doubling to 60 s: junk `kid`s cannot make the service hammer the issuer.
+//! - Every fetch replaces the whole set, so a key the issuer removed stops being
+//!   trusted; without a fetch the set is refreshed every `JWKS_REFRESH_INTERVAL` (or the
+//!   response's `Cache-Control: max-age`, if shorter, never below `JWKS_MIN_REFRESH`).
+//! - A failed fetch keeps the keys in use (logins go on while the issuer is down) and is
+//!   counted in `auth.jwks.refreshes{result="error"}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use serde::Deserialize;
+use telemetry::{record_failure, redact_url};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Where the keys come from and how often.
+#[derive(Debug, Clone)]
+pub(crate) struct JwksSettings {
+    /// The JWKS URL; `None`: discovered from `issuer`'s openid-configuration.
+    pub(crate) url: Option<String>,
+    /// The issuer used for discovery.
+    pub(crate) issuer: String,
+    /// Least time between two fetches.
+    pub(crate) min_refresh: Duration,
+    /// Longest time between two fetches.
+    pub(crate) interval: Duration,
+    /// HTTP timeout of one fetch.
+    pub(crate) fetch_timeout: Duration,
+}
+
+type Key = (DecodingKey, Algorithm);
+
+/// The keys in use, shared by every request and the refresher.
+#[derive(Default)]
+pub(crate) struct KeySet {
+    keys: RwLock<Option<HashMap<String, Key>>>,
+    wake: Notify,
+    /// The span of the step whose unknown `kid` asked for the pending fetch (linked).
+    asked_by: Mutex<Option<SpanContext>>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet").field("loaded", &self.is_loaded()).finish_non_exhaustive()
+    }
+}
+
+impl KeySet {
+    /// The key named `kid`, if the issuer publishes it.
+    pub(crate) fn get(&self, kid: &str) -> Option<Key> {
+        self.keys.read().ok()?.as_ref()?.get(kid).cloned()
+    }
+
+    /// Whether a key set was loaded at least once (readiness).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.keys.read().is_ok_and(|k| k.is_some())
+    }
+
+    /// Asks the refresher for a fetch soon (returns at once).
+    pub(crate) fn request_refresh(&self) {
+        let asking = tracing::Span::current().context().span().span_context().clone();
+        if let Ok(mut asked_by) = self.asked_by.lock() {
+            asked_by.get_or_insert(asking);
+        }
+        self.wake.notify_one();
+    }
+
+    fn install(&self, keys: HashMap<String, Key>) {
+        if let Ok(mut current) = self.keys.write() {
+            *current = Some(keys);
+        }
+    }
+}
+
+/// Pause after `failures` failed fetches in a row: 1 s doubling to 60 s.
+fn backoff(failures: u32) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 1).min(6)).min(Duration::from_secs(60)),
+    }
+}
+
+/// The next periodic fetch after a success: `max-age` if the issuer said so and it is
+/// shorter than the interval, never sooner than the minimum.
+fn next_refresh(settings: &JwksSettings, max_age: Option<Duration>) -> Duration {
+    max_age.map_or(settings.interval, |age| age.min(settings.interval)).max(settings.min_refresh)
+}
+
+/// Fetches the JWKS now and whenever asked or due, until aborted.
+pub(crate) async fn refresh_forever(keys: Arc<KeySet>, settings: JwksSettings) {
+    let fetcher = Fetcher::new(&settings);
+    let refreshes = opentelemetry::global::meter("auth-service")
+        .u64_counter("auth.jwks.refreshes")
+        .with_unit("{refresh}")
+        .with_description("JWKS fetches, by result (ok, error)")
+        .build();
+    for result in ["ok", "error"] {
+        refreshes.add(0, &[KeyValue::new("result", result)]);
+    }
+    let (mut failures, mut last_fetch, mut due) = (0u32, None::<Instant>, Instant::now());
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = keys.wake.notified() => {}
+        }
+        let pause = settings.min_refresh.max(backoff(failures));
+        if let Some(earliest) = last_fetch.map(|at| at + pause) {
+            tokio::time::sleep_until(earliest).await;
+        }
+        last_fetch = Some(Instant::now());
+        let asked_by = keys.asked_by.lock().ok().and_then(|mut a| a.take());
+        match fetcher.fetch(asked_by).await {
+            Ok((set, max_age)) => {
+                tracing::info!(keys = set.len(), "JWKS loaded");
+                keys.install(set);
+                refreshes.add(1, &[KeyValue::new("result", "ok")]);
+                failures = 0;
+                due = Instant::now() + next_refresh(&settings, max_age);
+            }
+            Err(error) => {
+                failures += 1;
+                refreshes.add(1, &[KeyValue::new("result", "error")]);
+                let retry_in = backoff(failures).max(settings.min_refresh);
+                tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64, "JWKS not refreshed; keeping the keys in use");
+                due = Instant::now() + retry_in;
+            }
+        }
+    }
+}
+
+/// One JWKS fetch, traced: a `jwks.refresh` root span (linked to the step that asked for
+/// it) with the HTTP `GET` CLIENT span(s) inside.
+struct Fetcher {
+    http: reqwest::Client,
+    url: Option<String>,
+    issuer: String,
+}
+
+impl Fetcher {
+    fn new(settings: &JwksSettings) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(settings.fetch_timeout)
+            .connect_timeout(settings.fetch_timeout.min(Duration::from_secs(1)))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, url: settings.url.clone(), issuer: settings.issuer.clone() }
+    }
+
+    async fn fetch(&self, asked_by: Option<SpanContext>) -> Result<(HashMap<String, Key>, Option<Duration>), String> {
+        let span = tracing::info_span!(
+            "jwks",
+            otel.name = "jwks.refresh",
+            otel.kind = "internal",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            error.type = Empty,
+        );
+        let _ = span.set_parent(opentelemetry::Context::new());
+        if let Some(link) = asked_by.filter(SpanContext::is_valid) {
+            span.add_link(link);
+        }
+        async {
+            let url = match &self.url {
+                Some(url) => url.clone(),
+                None => self.discover().await?,
+            };
+            let (set, max_age): (JwkSet, _) = self.get_json(&url).await?;
+            Ok((keys_of(&set), max_age))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn discover(&self) -> Result<String, String> {
+        #[derive(Deserialize)]
+        struct Discovery {
+            jwks_uri: String,
+        }
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        Ok(self.get_json::<Discovery>(&url).await?.0.jwks_uri)
+    }
+
+    /// GET with an HTTP CLIENT span (`GET`), as the HTTP semantic conventions name it;
+    /// credentials in the URL never reach the span, a log line or the error.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<(T, Option<Duration>), String> {
+        let shown = redact_url(url);
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {shown}: {e}"))?;
+        let span = tracing::info_span!(
+            "http",
+            otel.name = "GET",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+            error.type = Empty,
+            http.request.method = "GET",
+            url.full = shown.as_str(),
+            server.address = parsed.host_str().unwrap_or_default(),
+            server.port = i64::from(parsed.port_or_known_default().unwrap_or_default()),
+            http.response.status_code = Empty,
+        );
+        let result = async {
+            let response =
+                self.http.get(parsed).send().await.map_err(|e| ("transport", e.without_url().to_string()))?;
+            tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
+            let response = response.error_for_status().map_err(|e| ("http_status", e.without_url().to_string()))?;
+            let max_age =
+                response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
+            let body = response.json::<T>().await.map_err(|e| ("decode", e.without_url().to_string()))?;
+            Ok((body, max_age))
+        }
+        .instrument(span.clone())
+        .await;
+        result.map_err(|(error_type, message)| {
+            record_failure(&span, error_type, &message);
+            format!("GET {shown}: {message}")
+        })
+    }
+}
+
+/// `max-age` of a `Cache-Control` header.
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|directive| {
+        let (name, value) = directive.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
+/// Usable keys by `kid`; keys without a `kid` or of an unusable type are skipped.
+fn keys_of(set: &JwkSet) -> HashMap<String, Key> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+                .unwrap_or(Algorithm::RS256);
+            Some((kid, (key, alg)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> JwksSettings {
+        JwksSettings {
+            url: None,
+            issuer: String::new(),
+            min_refresh: Duration::from_secs(2),
+            interval: Duration::from_secs(300),
+            fetch_timeout: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn failures_back_off_up_to_a_minute() {
+        let pauses: Vec<u64> = (0..9).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(pauses, [0, 1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn cache_headers_shorten_the_interval_but_never_below_the_minimum() {
+        assert_eq!(max_age("no-cache"), None);
+        assert_eq!(max_age("public, max-age=60"), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("Max-Age=x"), None);
+        let s = settings();
+        assert_eq!(next_refresh(&s, None), Duration::from_secs(300));
+        assert_eq!(next_refresh(&s, Some(Duration::from_secs(60))), Duration::from_secs(60));
+        assert_eq!(next_refresh(&s, Some(Duration::from_secs(3600))), Duration::from_secs(300));
+        assert_eq!(next_refresh(&s, Some(Duration::ZERO)), Duration::from_secs(2));
+    }
+}
