@@ -374,3 +374,47 @@ async fn login_caches_the_token_for_the_owner_only_and_later_commands_use_it() {
     let send = run(vec!["send".into(), "general".into(), "with the cached token".into()]).await;
     assert!(send.status.success(), "{}", String::from_utf8_lossy(&send.stderr));
 }
+
+/// NATS closes a connection when its user JWT expires (the callout gives it the token's
+/// `exp`): a long `chat-cli tail` refreshes its token (refresh-token grant) and carries on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tail_session_outlives_its_token() {
+    let app = TestApp::spawn().await;
+    let _worker = app.stack.spawn_service("persist-worker", &[]).await.expect("worker");
+    app.issuer.set_token_lifetime(Duration::from_secs(5));
+    let cache = tempfile::tempdir().expect("cache dir");
+    let chat_cli = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(test_harness::cargo_bin("chat-cli"));
+        cmd.args(["--nats-url", &app.stack.nats.url(), "--user", "alice", "--timeout", "2s"])
+            .args(["--oidc-token-url", &app.issuer.token_url()])
+            .args(args)
+            .env("XDG_CACHE_HOME", cache.path())
+            .env("OTEL_SDK_DISABLED", "true")
+            .kill_on_drop(true);
+        cmd
+    };
+    let login = chat_cli(&["--password", test_harness::oidc::PASSWORD, "login"]).output().await.expect("login");
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let tail = chat_cli(&["--json", "tail", "general", "--count", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tail");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let app = &app;
+    let send = |text: &'static str| async move {
+        let token = app.issuer.token(&app.issuer.claims("alice", &["chat-user"]));
+        app.cli(&token, "alice", &["send", "general", text]).await
+    };
+    assert_eq!(send("before expiry").await.code, Some(0));
+    tokio::time::sleep(Duration::from_secs(7)).await; // the tail's first token has expired
+    assert_eq!(send("after expiry").await.code, Some(0));
+    let out = tokio::time::timeout(Duration::from_secs(20), tail.wait_with_output())
+        .await
+        .expect("tail got both messages")
+        .expect("tail");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("before expiry") && stdout.contains("after expiry"), "{stdout}");
+    assert!(app.issuer.token_requests() >= 2, "the login and at least one refresh");
+}

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use async_nats::ConnectErrorKind;
 
-use telemetry::Secret;
-
 use crate::Cli;
+use crate::login::TokenSource;
 
 /// What went wrong, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +72,45 @@ impl ServerErrors {
     }
 }
 
-pub(crate) async fn connect(cli: &Cli, token: Option<Secret>) -> Result<(async_nats::Client, ServerErrors), CliError> {
+/// Connects with a token from `tokens`, asked again for every reconnect (a session
+/// outlives its first token). A refused login is tried once more after a second: a
+/// token signed by a key the callout has not fetched yet is refused at once and
+/// accepted once the callout's background refresh has it.
+pub(crate) async fn connect(cli: &Cli, tokens: TokenSource) -> Result<(async_nats::Client, ServerErrors), CliError> {
+    match connect_once(cli, tokens.clone()).await {
+        Err(CliError::AuthRefused(_)) => {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            connect_once(cli, tokens).await
+        }
+        result => result,
+    }
+}
+
+async fn connect_once(cli: &Cli, tokens: TokenSource) -> Result<(async_nats::Client, ServerErrors), CliError> {
     let errors = ServerErrors::default();
     let sink = errors.clone();
     // Replies come to the user's own inbox: the auth callout lets a chat user subscribe
     // to `_INBOX.chat.<user>.>` and to no one else's.
     let user = chat_protocol::validate_name("user", &cli.user).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let mut options = async_nats::ConnectOptions::new()
+    let has_token = tokens.current().await?.is_some();
+    let options = if has_token {
+        // The callback's future must be Sync: the token request runs on its own task.
+        async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+            let tokens = tokens.clone();
+            async move {
+                let token = tokio::spawn(async move { tokens.current().await })
+                    .await
+                    .map_err(async_nats::AuthError::new)?
+                    .map_err(async_nats::AuthError::new)?;
+                let mut auth = async_nats::Auth::new();
+                auth.token = token.map(|t| t.expose().to_owned());
+                Ok(auth)
+            }
+        })
+    } else {
+        async_nats::ConnectOptions::new()
+    };
+    let options = options
         .name("chat-cli")
         .custom_inbox_prefix(chat_protocol::chat_inbox_prefix(user))
         .connection_timeout(cli.timeout)
@@ -95,14 +126,11 @@ pub(crate) async fn connect(cli: &Cli, token: Option<Secret>) -> Result<(async_n
                 }
             }
         });
-    if let Some(token) = token {
-        options = options.token(token.expose().to_owned());
-    }
     let client = options.connect(&cli.nats_url).await.map_err(|e| match e.kind() {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             CliError::AuthRefused(e.to_string())
         }
-        _ => CliError::Unreachable { url: cli.nats_url.clone(), reason: e.to_string() },
+        _ => CliError::Unreachable { url: telemetry::redact_url(&cli.nats_url), reason: e.to_string() },
     })?;
     Ok((client, errors))
 }

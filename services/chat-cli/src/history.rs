@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::links::trace_url;
-use crate::output::Output;
+use crate::output::{Output, printable};
 use crate::{Cli, CliError};
 
 /// Arguments of `history`.
@@ -74,7 +74,14 @@ pub(crate) async fn history(
     for m in &reply.messages {
         let link = m.trace_id.as_deref().map(|t| trace_url(out.grafana(), t)).unwrap_or_default();
         out.line(
-            &format!("#{} {} {}: {}\n  trace_id={} {link}", m.seq, m.sent_at, m.user, m.text, m.trace_id.as_deref().unwrap_or("-")),
+            &format!(
+                "#{} {} {}: {}\n  trace_id={} {link}",
+                m.seq,
+                printable(&m.sent_at),
+                printable(&m.user),
+                printable(&m.text),
+                printable(m.trace_id.as_deref().unwrap_or("-"))
+            ),
             &json!({ "seq": m.seq, "user": m.user, "text": m.text, "sent_at": m.sent_at, "trace_id": m.trace_id, "trace_url": link }),
         );
     }

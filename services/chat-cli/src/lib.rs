@@ -77,8 +77,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Login(args) = &cli.command {
         return login::login(&cli, args).await;
     }
-    let token = login::connect_token(&cli).await?;
-    let (client, server_errors) = connect::connect(&cli, token).await?;
+    let tokens = login::TokenSource::new(&cli).await?;
+    let (client, server_errors) = connect::connect(&cli, tokens).await?;
     let out = output::Output::new(cli.json, &cli.grafana_url);
     let result = match &cli.command {
         Command::Send(args) => send::send(&client, &cli, args, &out).await,

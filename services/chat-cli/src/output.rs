@@ -1,4 +1,11 @@
 //! Printing results as text or JSON lines, each with its trace id and Grafana link.
+//!
+//! Message text is another user's input: in text mode every control character (C0, DEL,
+//! C1 — newlines and escape sequences included) and every bidirectional override is
+//! printed escaped (`\u{1b}`), so a message cannot fake another user's line, move the
+//! cursor or retitle the terminal. JSON lines are escaped by the JSON encoder.
+
+use std::borrow::Cow;
 
 use serde_json::{Value, json};
 
@@ -39,5 +46,30 @@ impl Output {
 
     pub(crate) fn grafana(&self) -> &str {
         &self.grafana
+    }
+}
+
+/// `text` with control characters and bidirectional overrides escaped as `\u{..}`.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars().map(|c| if unsafe_char(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_sequences_and_bidi_overrides_are_escaped() {
+        assert_eq!(printable("hello, world"), "hello, world");
+        assert_eq!(printable("hi\nbob: i am bob"), "hi\\u{a}bob: i am bob");
+        assert_eq!(printable("\u{1b}]0;pwned\u{7}"), "\\u{1b}]0;pwned\\u{7}");
+        assert_eq!(printable("a\u{202e}b\u{9b}c\u{7f}"), "a\\u{202e}b\\u{9b}c\\u{7f}");
+        assert_eq!(printable("émoji ✓ 中文"), "émoji ✓ 中文");
     }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use telemetry::{MessageRef, Peer, process_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::output::Output;
+use crate::output::{Output, printable};
 use crate::{Cli, CliError};
 
 /// Arguments of `tail`.
@@ -44,6 +44,13 @@ pub(crate) async fn tail(
             () = &mut stop => break,
             next = messages.next() => match next { Some(m) => m, None => break },
         };
+        // A publisher may use literal `*` or `>` as its room or user token: not a chat
+        // message, ignored (the worker dead-letters it).
+        let Ok((_, user)) = parse_message_subject(&message.subject) else {
+            eprintln!("ignored a message on an invalid subject");
+            continue;
+        };
+        let user = user.to_owned();
         seen += 1;
         let span = process_span(
             &MessageRef {
@@ -58,11 +65,14 @@ pub(crate) async fn tail(
             &peer,
         );
         let trace_id = span.context().span().span_context().trace_id().to_string();
-        let user = parse_message_subject(&message.subject).map(|(_, user)| user.to_owned()).unwrap_or_default();
         let text =
             ChatMessage::decode(&message.payload).map(|m| m.text).unwrap_or_else(|e| format!("<{}>", e.reason()));
         span.in_scope(|| {
-            out.result(&format!("{user}: {text}"), &trace_id, json!({ "room": room, "user": user, "text": text }));
+            out.result(
+                &format!("{user}: {}", printable(&text)),
+                &trace_id,
+                json!({ "room": room, "user": user, "text": text }),
+            );
         });
     }
     Ok(())

@@ -53,7 +53,7 @@ pub struct NatsArgs {
     pub nats_password: Option<Secret>,
 }
 
-/// NATS could not be reached (the URL has no credentials: they are never in it).
+/// NATS could not be reached (credentials in the URL are shown as `REDACTED`).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to NATS at {url}: {source}")]
 pub struct ConnectFailed {
@@ -74,7 +74,10 @@ impl NatsArgs {
         if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
         }
-        options.connect(&self.nats_url).await.map_err(|source| ConnectFailed { url: self.nats_url.clone(), source })
+        options
+            .connect(&self.nats_url)
+            .await
+            .map_err(|source| ConnectFailed { url: telemetry::redact_url(&self.nats_url), source })
     }
 
     /// `server.address` / `server.port` for spans.

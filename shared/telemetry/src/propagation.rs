@@ -85,8 +85,9 @@ impl Injector for HeaderInjector<'_> {
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
 impl HeaderExtractor<'_> {
-    /// Every value of `key` (any case), in header order; for `traceparent`, the NATS
-    /// 2.11–2.13 storage rename [`NATS_RENAMED_TRACEPARENT`] when the original is absent.
+    /// Every value of `key` (any case), in header order; for `traceparent`, also the
+    /// values of the NATS 2.11–2.13 storage rename [`NATS_RENAMED_TRACEPARENT`]: both
+    /// name the same parent, so two different values among them are a conflict.
     fn all(&self, key: &str) -> Vec<&str> {
         let find = |key: &str| -> Vec<&str> {
             self.0
@@ -95,8 +96,11 @@ impl HeaderExtractor<'_> {
                 .flat_map(|(_, values)| values.iter().map(HeaderValue::as_str))
                 .collect()
         };
-        let values = find(key);
-        if values.is_empty() && key.eq_ignore_ascii_case(TRACEPARENT) { find(NATS_RENAMED_TRACEPARENT) } else { values }
+        let mut values = find(key);
+        if key.eq_ignore_ascii_case(TRACEPARENT) {
+            values.extend(find(NATS_RENAMED_TRACEPARENT));
+        }
+        values
     }
 }
 
@@ -282,8 +286,14 @@ mod tests {
         headers.insert(NATS_RENAMED_TRACEPARENT, VALID);
         assert_eq!(HeaderExtractor(&headers).get(TRACEPARENT), Some(VALID));
         assert_eq!(validate(&HeaderExtractor(&headers)), Ok(()));
+        headers.insert(TRACEPARENT, VALID);
+        assert_eq!(validate(&HeaderExtractor(&headers)), Ok(()), "the same parent under both names");
         headers.insert(TRACEPARENT, "00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01");
-        assert_ne!(HeaderExtractor(&headers).get(TRACEPARENT), Some(VALID), "the original wins");
+        assert_eq!(
+            validate(&HeaderExtractor(&headers)),
+            Err(PropagationFailure::Duplicated),
+            "two different parents: a new root, counted"
+        );
     }
 
     #[test]

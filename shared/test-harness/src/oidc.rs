@@ -64,6 +64,11 @@ struct Shared {
     jwks_fetches: AtomicUsize,
     mode: Mutex<JwksMode>,
     cache_control: Mutex<Option<String>>,
+    /// Lifetime of tokens from the token endpoint, in seconds.
+    token_lifetime: AtomicUsize,
+    /// Refresh tokens handed out, with their user.
+    refresh_tokens: Mutex<std::collections::HashMap<String, String>>,
+    token_requests: AtomicUsize,
 }
 
 /// The issuer; its HTTP server stops when dropped.
@@ -85,6 +90,9 @@ impl TestIssuer {
             jwks_fetches: AtomicUsize::new(0),
             mode: Mutex::new(JwksMode::Serve),
             cache_control: Mutex::new(None),
+            token_lifetime: AtomicUsize::new(300),
+            refresh_tokens: Mutex::new(std::collections::HashMap::new()),
+            token_requests: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .route("/realms/chat/.well-known/openid-configuration", get(discovery))
@@ -110,6 +118,16 @@ impl TestIssuer {
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> usize {
         self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Lifetime of the tokens the token endpoint issues from now on (default 300 s).
+    pub fn set_token_lifetime(&self, lifetime: std::time::Duration) {
+        self.shared.token_lifetime.store(lifetime.as_secs() as usize, Ordering::SeqCst);
+    }
+
+    /// How many token requests (password or refresh grant) were answered with a token.
+    pub fn token_requests(&self) -> usize {
+        self.shared.token_requests.load(Ordering::SeqCst)
     }
 
     /// How the JWKS endpoint answers from now on.
@@ -195,28 +213,41 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
     }))
 }
 
-/// Password grant: any user with [`PASSWORD`] gets a `chat-user` token.
+/// Password grant: any user with [`PASSWORD`] gets a `chat-user` token and a refresh
+/// token; refresh-token grant: a refresh token handed out before gets a new pair.
 async fn token_endpoint(
     State(shared): State<Arc<Shared>>,
     axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, axum::http::StatusCode> {
     let field = |k: &str| form.get(k).map(String::as_str);
-    if field("grant_type") != Some("password")
-        || field("client_id") != Some("chat-cli")
-        || field("password") != Some(PASSWORD)
-    {
-        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    let unauthorized = axum::http::StatusCode::UNAUTHORIZED;
+    if field("client_id") != Some("chat-cli") {
+        return Err(unauthorized);
     }
-    let user = field("username").unwrap_or_default();
+    let user = match field("grant_type") {
+        Some("password") if field("password") == Some(PASSWORD) => field("username").unwrap_or_default().to_owned(),
+        Some("refresh_token") => {
+            let known = shared.refresh_tokens.lock().map_err(|_| unauthorized)?;
+            known.get(field("refresh_token").unwrap_or_default()).cloned().ok_or(unauthorized)?
+        }
+        _ => return Err(unauthorized),
+    };
     let now = now();
+    let lifetime = shared.token_lifetime.load(Ordering::SeqCst) as u64;
     let claims = json!({
-        "iss": shared.issuer, "aud": AUDIENCE, "sub": format!("id-{user}"), "iat": now, "nbf": now, "exp": now + 300,
-        "preferred_username": user, "realm_access": { "roles": ["chat-user"] },
+        "iss": shared.issuer, "aud": AUDIENCE, "sub": format!("id-{user}"), "iat": now, "nbf": now,
+        "exp": now + lifetime, "preferred_username": user, "realm_access": { "roles": ["chat-user"] },
     });
     let key = shared.current.lock().map(|k| k.clone()).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)?;
-    Ok(Json(
-        json!({ "access_token": sign(&claims, &key.encoding, Some(&key.kid)), "token_type": "Bearer", "expires_in": 300 }),
-    ))
+    let refresh = format!("rt-{:032x}", rand::random::<u128>());
+    if let Ok(mut known) = shared.refresh_tokens.lock() {
+        known.insert(refresh.clone(), user);
+    }
+    shared.token_requests.fetch_add(1, Ordering::SeqCst);
+    Ok(Json(json!({
+        "access_token": sign(&claims, &key.encoding, Some(&key.kid)), "token_type": "Bearer",
+        "expires_in": lifetime, "refresh_token": refresh,
+    })))
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> axum::response::Response {
