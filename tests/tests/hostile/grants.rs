@@ -1,0 +1,193 @@
+//! Least privilege: what each user may publish and subscribe, checked against the real
+//! server; snooping on other users' inboxes; reply-subject attacks.
+
+use std::time::Duration;
+
+use test_harness::otlp::latest_sum;
+
+use crate::app::{App, Options, Probe, WAIT};
+
+/// Subjects a user must be refused, and a few it must be allowed (harmless ones only:
+/// an allowed probe is really published).
+struct Grant<'a> {
+    publish: &'a [&'a str],
+    no_publish: &'a [&'a str],
+    subscribe: &'a [&'a str],
+    no_subscribe: &'a [&'a str],
+}
+
+async fn assert_grant(who: &str, probe: &Probe, grant: &Grant<'_>) {
+    let mut wrong = Vec::new();
+    for subject in grant.publish {
+        if !probe.may_publish(subject).await {
+            wrong.push(format!("{who} may not publish {subject} but should"));
+        }
+    }
+    for subject in grant.no_publish {
+        if probe.may_publish(subject).await {
+            wrong.push(format!("{who} may publish {subject}"));
+        }
+    }
+    for subject in grant.subscribe {
+        if !probe.may_subscribe(subject).await {
+            wrong.push(format!("{who} may not subscribe {subject} but should"));
+        }
+    }
+    for subject in grant.no_subscribe {
+        if probe.may_subscribe(subject).await {
+            wrong.push(format!("{who} may subscribe {subject}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// Subjects that would delete, forge or read what is not the user's.
+const DANGEROUS: &[&str] = &[
+    "$JS.API.STREAM.DELETE.CHAT",
+    "$JS.API.STREAM.PURGE.CHAT",
+    "$JS.API.STREAM.MSG.DELETE.CHAT",
+    "$JS.API.CONSUMER.DELETE.CHAT.persist-worker",
+    "$JS.API.STREAM.DELETE.CHAT_DLQ",
+    "$JS.ACK.CHAT.persist-worker.1.1.1.1.1.0",
+    "nats.trace.events",
+    "$SRV.PING",
+    "$SYS.REQ.USER.AUTH",
+    "_INBOX.svc.persist-worker.x",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_user_and_role_is_held_to_its_grant() {
+    let app = App::spawn(Options::default()).await;
+    let alice = app.chat_user("alice", &["chat-user"]).await;
+    let no_publish: Vec<&str> =
+        [&["chat.msg.general.bob", "chat.dlq.general", "_INBOX.chat.bob.x", "chat.history"][..], DANGEROUS].concat();
+    let no_subscribe = ["_INBOX.>", "_INBOX.chat.bob.>", "_INBOX.svc.persist-worker.>", "chat.dlq.>", ">", "$JS.API.>"];
+    let grant = Grant {
+        publish: &["chat.history.general"],
+        no_publish: &no_publish,
+        subscribe: &["chat.msg.general.*", "chat.msg.>", "_INBOX.chat.alice.>"],
+        no_subscribe: &[&no_subscribe[..], &["nats.trace.events", "chat.history.*"]].concat(),
+    };
+    assert_grant("alice (chat-user)", &alice, &grant).await;
+    assert!(alice.may_publish("chat.msg.general.alice").await, "alice posts as herself");
+
+    let carol = app.chat_user("carol", &["chat-readonly"]).await;
+    let no_publish: Vec<&str> = [&["chat.msg.general.carol", "chat.msg.general.alice"][..], DANGEROUS].concat();
+    let grant = Grant {
+        publish: &["chat.history.general"],
+        no_publish: &no_publish,
+        subscribe: &["chat.msg.>", "_INBOX.chat.carol.>"],
+        no_subscribe: &no_subscribe,
+    };
+    assert_grant("carol (chat-readonly)", &carol, &grant).await;
+
+    let persist = app.service_user("persist", "NATS_PERSIST_PASSWORD").await;
+    let dangerous_for_persist: Vec<&str> =
+        DANGEROUS.iter().copied().filter(|s| !s.starts_with("$JS.ACK.CHAT.persist-worker")).collect();
+    let no_publish: Vec<&str> =
+        [&["chat.msg.general.alice", "chat.history.general", "_INBOX.chat.alice.x"][..], &dangerous_for_persist]
+            .concat();
+    let grant = Grant {
+        publish: &["chat.dlq.probe", "$JS.API.STREAM.INFO.CHAT"],
+        no_publish: &no_publish,
+        subscribe: &["_INBOX.svc.persist-worker.x"],
+        no_subscribe: &["chat.msg.>", "_INBOX.>", "_INBOX.chat.alice.>", "nats.trace.events", "chat.history.*"],
+    };
+    assert_grant("persist", &persist, &grant).await;
+
+    let history = app.service_user("history", "NATS_HISTORY_PASSWORD").await;
+    let no_publish: Vec<&str> =
+        [&["chat.msg.general.bob", "chat.dlq.general", "chat.history.general"][..], DANGEROUS].concat();
+    let grant = Grant {
+        publish: &["_INBOX.chat.alice.x"],
+        no_publish: &no_publish,
+        subscribe: &["chat.history.general", "$SRV.PING"],
+        no_subscribe: &["chat.msg.>", "_INBOX.>", "chat.dlq.>", "nats.trace.events"],
+    };
+    assert_grant("history", &history, &grant).await;
+
+    let tracer = app.service_user("tracer", "NATS_TRACER_PASSWORD").await;
+    let no_publish: Vec<&str> = [&["chat.msg.general.alice", "_INBOX.chat.alice.x"][..], DANGEROUS].concat();
+    let grant = Grant {
+        publish: &[],
+        no_publish: &no_publish,
+        subscribe: &["nats.trace.events"],
+        no_subscribe: &["chat.msg.>", "_INBOX.>", ">"],
+    };
+    assert_grant("tracer", &tracer, &grant).await;
+
+    let auth = app.service_user("auth", "NATS_AUTH_PASSWORD").await;
+    let grant = Grant {
+        publish: &["$SYS._INBOX.probe.x"],
+        no_publish: &["chat.msg.general.alice", "$SYS.REQ.USER.AUTH", "_INBOX.chat.alice.x", ">"],
+        subscribe: &["$SYS.REQ.USER.AUTH"],
+        no_subscribe: &[">", "_INBOX.>", "$SYS._INBOX.>"],
+    };
+    assert_grant("auth", &auth, &grant).await;
+
+    // The worker still works after all that: nothing it needs was taken away.
+    let sent = app.cli_as("alice", &["send", "general", "still stored"]).await;
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    app.wait_rows("alice's message stored", |rows| rows.iter().any(|r| r.2 == "still stored")).await;
+    assert_eq!(app.worker.readyz().await, Some(200));
+}
+
+/// A chat user sees its own replies and nobody else's: the PubAck of bob's publish and
+/// the history reply bob asked for never reach alice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_user_cannot_read_other_users_replies() {
+    let app = App::spawn(Options { history: true, ..Options::default() }).await;
+    let alice = app.chat_user("alice", &["chat-user"]).await;
+    assert!(!alice.may_subscribe("_INBOX.>").await);
+    assert!(!alice.may_subscribe("_INBOX.chat.*.>").await);
+    assert!(!alice.may_subscribe("_INBOX.chat.bob.>").await);
+    // What a snooper subscribed to anyway would receive: nothing of bob's.
+    let mut snoop = alice.client.subscribe("_INBOX.chat.bob.>").await.expect("subscribe");
+    let sent = app.cli_as("bob", &["send", "general", "bob's secret"]).await;
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    let history = app.cli_as("bob", &["history", "general"]).await;
+    assert_eq!(history.code, Some(0), "{}", history.stderr);
+    let leaked = tokio::time::timeout(Duration::from_millis(500), futures::StreamExt::next(&mut snoop)).await;
+    assert!(leaked.is_err(), "alice read one of bob's replies: {leaked:?}");
+}
+
+/// The confused deputy: a request whose reply subject is a JetStream API subject or
+/// another user's chat subject, sent by a read-only user. Nothing is deleted, nothing
+/// is forged, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_subject_attack_deletes_nothing_and_forges_nothing() {
+    let app = App::spawn(Options { history: true, ..Options::default() }).await;
+    let sent = app.cli_as("alice", &["send", "general", "before the attack"]).await;
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    let watcher = app.stack.admin().await.expect("admin");
+    let mut forged = watcher.subscribe("chat.msg.general.bob").await.expect("watch bob's subject");
+    watcher.flush().await.expect("flush");
+
+    let carol = app.chat_user("carol", &["chat-readonly"]).await;
+    let replies = [
+        "$JS.API.STREAM.DELETE.CHAT",
+        "$JS.API.CONSUMER.DELETE.CHAT.persist-worker",
+        "$JS.API.STREAM.PURGE.CHAT",
+        "chat.msg.general.bob",
+        "_INBOX.svc.persist-worker.x",
+    ];
+    for reply in replies {
+        carol.client.publish_with_reply("chat.history.general", reply, "".into()).await.expect("publish");
+    }
+    carol.client.flush().await.expect("flush");
+    let refused = app.stack.otlp.wait_for(WAIT, "the refusals counted", |c| {
+        latest_sum(&c.metrics, "history.requests", &[("result", "refused_reply_subject")])
+            .filter(|n| *n >= replies.len() as f64)
+    });
+    refused.await.expect("every attack refused");
+
+    let js = async_nats::jetstream::new(watcher.clone());
+    let mut stream = js.get_stream("CHAT").await.expect("CHAT still exists");
+    assert!(stream.info().await.expect("info").state.messages >= 1, "nothing purged");
+    stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("persist-worker").await.expect("consumer");
+    let forged = tokio::time::timeout(Duration::from_millis(300), futures::StreamExt::next(&mut forged)).await;
+    assert!(forged.is_err(), "a message was published as bob: {forged:?}");
+    let after = app.cli_as("alice", &["send", "general", "after the attack"]).await;
+    assert_eq!(after.code, Some(0), "{}", after.stderr);
+    app.wait_rows("messages still stored", |rows| rows.iter().any(|r| r.2 == "after the attack")).await;
+}
