@@ -6,7 +6,8 @@
 #     when running as root);
 #   - docker-compose and promtool, used only to check the compose stack's configs;
 #   - the vendors' published schemas (@keycloak/keycloak-admin-client, @grafana/schema)
-#     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20).
+#     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20);
+#   - cargo-fuzz (from crates.io) for the short fuzz run of make test.
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,13 @@ say "postgres: ${TEST_DATABASE_URL:-${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/
 # Static checkers for the compose stack's configs
 command -v docker-compose >/dev/null 2>&1 || { say "installing docker-compose (config checks only)"; apt_install docker-compose; }
 command -v promtool >/dev/null 2>&1 || { say "installing prometheus (for promtool)"; apt_install prometheus; }
+# cargo-fuzz for the short fuzz run (`make fuzz`; the targets build with RUSTC_BOOTSTRAP=1)
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "installing cargo-fuzz"
+  cargo install --quiet --locked cargo-fuzz@0.13.2
+fi
+say "$(cargo fuzz --version)"
+
 # Vendor schemas for the Keycloak realm and Grafana dashboards (tests/schemas/check.mjs)
 command -v node >/dev/null 2>&1 || { say "installing Node.js (schema checks)"; apt_install nodejs npm; }
 if ! cmp -s tests/schemas/package-lock.json tests/schemas/node_modules/.installed-lock 2>/dev/null; then

@@ -42,7 +42,7 @@ pub(crate) struct Callout {
 }
 
 /// A decoded, verified request: who to answer and with what.
-struct Request {
+pub(crate) struct Request {
     server_id: String,
     server_xkey: Option<String>,
     user_nkey: String,
@@ -192,7 +192,11 @@ impl Callout {
 }
 
 /// Opens the sealed request (if sealed) and checks it comes from a server and is for us.
-fn read_request(message: &async_nats::Message, account: &str, xkey: Option<&XKey>) -> Result<Request, &'static str> {
+pub(crate) fn read_request(
+    message: &async_nats::Message,
+    account: &str,
+    xkey: Option<&XKey>,
+) -> Result<Request, &'static str> {
     let server_xkey = message.headers.as_ref().and_then(|h| h.get(SERVER_XKEY_HEADER)).map(|v| v.as_str().to_owned());
     let opened;
     let raw: &[u8] = match (&server_xkey, xkey) {

@@ -125,3 +125,61 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tracing::info!("auth-service stopped");
     Ok(())
 }
+
+/// Entry points for the fuzz targets in `tests/fuzz` (not an API): what the service reads
+/// from the outside, without a network.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::{Arc, OnceLock};
+
+    use nkeys::{KeyPair, XKey};
+
+    struct Keys {
+        account: KeyPair,
+        service_xkey: XKey,
+        server_xkey: String,
+        validator: crate::oidc::Validator,
+    }
+
+    fn keys() -> &'static Keys {
+        static KEYS: OnceLock<Keys> = OnceLock::new();
+        KEYS.get_or_init(|| Keys {
+            account: KeyPair::new_account(),
+            service_xkey: XKey::new(),
+            server_xkey: XKey::new().public_key(),
+            validator: crate::oidc::Validator::new(
+                crate::oidc::OidcSettings {
+                    issuers: vec!["http://issuer".to_owned()],
+                    audience: "chat-nats".to_owned(),
+                    leeway: std::time::Duration::from_secs(30),
+                },
+                Arc::new(crate::jwks::KeySet::default()),
+            ),
+        })
+    }
+
+    /// Reads an authorization request as the server would send it (sealed to the
+    /// service's curve key by a server's, when `sealed`); `true` when it was accepted.
+    pub fn callout_request(payload: &[u8], sealed: bool) -> bool {
+        let keys = keys();
+        let mut headers = async_nats::HeaderMap::new();
+        if sealed {
+            headers.insert("Nats-Server-Xkey", keys.server_xkey.as_str());
+        }
+        let message = async_nats::Message {
+            subject: "$SYS.REQ.USER.AUTH".into(),
+            reply: Some("$SYS._INBOX.fuzz.1".into()),
+            payload: bytes::Bytes::copy_from_slice(payload),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: payload.len(),
+        };
+        crate::callout::read_request(&message, &keys.account.public_key(), Some(&keys.service_xkey)).is_ok()
+    }
+
+    /// Checks a connect token (no keys are loaded: every token is refused, after parsing).
+    pub fn access_token(token: &str) -> bool {
+        keys().validator.validate(token).is_ok()
+    }
+}
