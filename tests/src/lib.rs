@@ -1,5 +1,11 @@
-//! Helpers for checking the compose stack without running it: reading the config files,
-//! the Prometheus names of OpenTelemetry metrics, and the metric names a PromQL query uses.
+//! Helpers for checking the compose stack: reading the config files, the Prometheus
+//! names of OpenTelemetry metrics, and the metric names a PromQL query uses; the real
+//! Tempo, Loki and Prometheus of the real-backend tier ([`real_backends`]); and the
+//! seed scenarios read back from those backends, shared by that tier and `make test-e2e`
+//! ([`scenarios`]).
+
+pub mod real_backends;
+pub mod scenarios;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -58,17 +64,22 @@ pub fn prometheus_name(metric: &MetricRecord) -> String {
     name
 }
 
-/// Series the collector's span-metrics connector and Tempo's metrics generator create.
-pub const GENERATED_SERIES: &[&str] = &[
-    "traces_span_metrics_calls_total",
-    "traces_span_metrics_duration_milliseconds",
+/// Series the collector's span-metrics connector creates (`otel/collector.yaml`).
+pub const COLLECTOR_SERIES: &[&str] = &["traces_span_metrics_calls_total", "traces_span_metrics_duration_milliseconds"];
+
+/// Series Tempo 3.0.3's metrics generator remote-writes with the project's
+/// `tempo/tempo.yaml` (service graphs with the messaging histogram, span metrics), as the
+/// real-backend tier reads them back from Prometheus (histograms without `_bucket`,
+/// `_sum`, `_count`). That tier fails if this list and real Tempo disagree.
+pub const TEMPO_SERIES: &[&str] = &[
     "traces_service_graph_request_total",
     "traces_service_graph_request_failed_total",
     "traces_service_graph_request_server_seconds",
     "traces_service_graph_request_client_seconds",
     "traces_service_graph_request_messaging_system_seconds",
-    "traces_service_graph_unpaired_spans_total",
-    "traces_service_graph_dropped_spans_total",
+    "traces_spanmetrics_calls_total",
+    "traces_spanmetrics_latency",
+    "traces_spanmetrics_size_total",
 ];
 
 /// The metric names a PromQL expression selects (an identifier followed by `{` or `[`),

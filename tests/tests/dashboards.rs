@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use stack_checks::{GENERATED_SERIES, dashboard_exprs, json, prometheus_name, promql_label_values, promql_metrics};
+use stack_checks::{
+    COLLECTOR_SERIES, TEMPO_SERIES, dashboard_exprs, json, prometheus_name, promql_label_values, promql_metrics,
+};
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
 
@@ -65,7 +67,7 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         .await
         .expect("metrics");
     let mut known: BTreeSet<String> = metrics.iter().map(prometheus_name).collect();
-    known.extend(GENERATED_SERIES.iter().map(|s| (*s).to_owned()));
+    known.extend(COLLECTOR_SERIES.iter().chain(TEMPO_SERIES).map(|s| (*s).to_owned()));
 
     let mut filtered_spans = BTreeSet::new();
     let mut filtered_services = BTreeSet::new();

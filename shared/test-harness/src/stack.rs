@@ -24,6 +24,9 @@ pub struct ChatStack {
     pub secrets: BTreeMap<String, String>,
     /// The server's config file (the project's plus the test admin), kept while it runs.
     _nats_config: Option<tempfile::NamedTempFile>,
+    /// Exporter settings that replace the receiver's for the services and chat-cli
+    /// started from now on (e.g. traces to a real Tempo): see [`ChatStack::export_to`].
+    export_overrides: Vec<(String, String)>,
 }
 
 /// The test-only NATS user of [`ChatStack::start_secured`].
@@ -111,7 +114,15 @@ impl ChatStack {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self { nats, postgres, db, otlp, secrets: BTreeMap::new(), _nats_config: None })
+        Ok(Self {
+            nats,
+            postgres,
+            db,
+            otlp,
+            secrets: BTreeMap::new(),
+            _nats_config: None,
+            export_overrides: Vec::new(),
+        })
     }
 
     /// Like [`ChatStack::start`], but nats-server runs the project's `nats/nats.conf` with
@@ -137,7 +148,13 @@ impl ChatStack {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self { nats, postgres, db, otlp, secrets, _nats_config: Some(config) })
+        Ok(Self { nats, postgres, db, otlp, secrets, _nats_config: Some(config), export_overrides: Vec::new() })
+    }
+
+    /// Services and chat-cli started from now on export with these `OTEL_*` settings on
+    /// top of the receiver's (per-signal endpoints and protocols send a signal elsewhere).
+    pub fn export_to(&mut self, overrides: &[(&str, &str)]) {
+        self.export_overrides = overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     }
 
     /// A client as the test-only `test-admin` user of [`ChatStack::start_secured`] (no
@@ -159,6 +176,7 @@ impl ChatStack {
     pub fn service_command(&self, bin: &str, health_port: u16) -> Command {
         let mut cmd = Command::new(cargo_bin(bin));
         cmd.envs(self.otlp.env())
+            .envs(self.export_overrides.iter().map(|(k, v)| (k, v)))
             .env("OTEL_SERVICE_NAME", bin)
             .env("RUST_LOG", "info")
             .env("NATS_URL", self.nats.url())
@@ -194,6 +212,7 @@ impl ChatStack {
     pub async fn cli(&self, args: &[&str]) -> HarnessResult<CliRun> {
         let mut cmd = tokio::process::Command::new(cargo_bin("chat-cli"));
         cmd.envs(self.otlp.env())
+            .envs(self.export_overrides.iter().map(|(k, v)| (k, v)))
             .env("OTEL_SERVICE_NAME", "chat-cli")
             .env("NATS_URL", self.nats.url())
             // Never pick up a token cached by a developer's own `chat-cli login`.

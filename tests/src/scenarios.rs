@@ -1,0 +1,186 @@
+//! The seed scenarios driven with chat-cli and read back from Tempo, Loki and
+//! Prometheus over their HTTP APIs: one assertion code for `make test-e2e` (the compose
+//! stack) and the real-backend tier of `make test` (real Tempo, Loki and Prometheus
+//! started by the test). The answers decode into the harness's model types, so the
+//! span-tree assertions are those of the native tests too.
+//!
+//! Every wait is bounded; a failure names the component, the query and what came back.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use test_harness::backends::{loki_logs, prometheus_vector, tempo_trace};
+use test_harness::model::{AttributesExt as _, SpanKind};
+use test_harness::service_graph::ServiceGraph;
+use test_harness::trace::{Trace, assert_error, assert_kind};
+
+/// How long to wait for data to show up in a backend.
+pub const POLL: Duration = Duration::from_secs(150);
+
+/// Where the backends answer.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Tempo's HTTP API.
+    pub tempo: String,
+    /// Loki's HTTP API.
+    pub loki: String,
+    /// Prometheus's HTTP API.
+    pub prometheus: String,
+}
+
+/// The trace ids of the scenarios, as chat-cli printed them.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// A plain message (scenario 1, with the NATS hop).
+    pub plain: String,
+    /// A message whose first attempt fails (scenario 3).
+    pub retried: String,
+    /// A message whose first attempt times out (scenario 4).
+    pub slow: String,
+    /// A poison message (dead letter).
+    pub poison: String,
+    /// A history request.
+    pub history: String,
+}
+
+/// GET and parse JSON; an error names the URL and what came back.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let response = http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("GET {url}: {status} {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}: not JSON ({e}): {body}"))
+}
+
+/// Polls `check` every 2 s until it returns `Ok(Some)`, for at most [`POLL`].
+pub async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Some(found)) => return found,
+            Ok(None) => "not there yet".to_owned(),
+            Err(error) => error,
+        };
+        assert!(started.elapsed() < POLL, "{what}: nothing after {POLL:?}; last: {last}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Runs the scenarios with `cli` (`chat-cli --json <args>` as alice, returning its JSON
+/// lines; the worker must honour demo faults).
+pub async fn send_seed_scenarios<F, Fut>(cli: F) -> Sent
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: Future<Output = Vec<Value>>,
+{
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let lines = cli(args);
+        async move { lines.await[0]["trace_id"].as_str().expect("chat-cli printed a trace id").to_owned() }
+    };
+    Sent {
+        plain: run(&["send", "general", "e2e plain"]).await,
+        retried: run(&["send", "general", "e2e fail once", "--fault", "fail-once"]).await,
+        slow: run(&["send", "general", "e2e slow", "--fault", "slow"]).await,
+        poison: run(&["send", "general", "e2e poison", "--fault", "poison"]).await,
+        history: run(&["history", "general", "--limit", "5"]).await,
+    }
+}
+
+/// Waits until Tempo has the trace with the named spans and returns it.
+pub async fn trace_with(http: &reqwest::Client, tempo: &str, trace_id: &str, names: &[&str]) -> Trace {
+    let url = format!("{tempo}/api/v2/traces/{trace_id}");
+    poll(&format!("Tempo trace {trace_id} with {names:?} ({url})"), || async {
+        let spans = tempo_trace(&get_json(http, &url).await?)?;
+        let trace = Trace::new(spans);
+        Ok(names.iter().all(|n| !trace.named(n).is_empty()).then_some(trace))
+    })
+    .await
+}
+
+/// The span trees of every scenario, read from Tempo; returns the plain message's trace.
+pub async fn assert_traces(http: &reqwest::Client, tempo: &str, sent: &Sent) -> Trace {
+    let names = ["publish chat.msg.*.*", "nats ingress chat.msg.*.*", "process chat.msg.*.*", "INSERT chat.messages"];
+    let plain = trace_with(http, tempo, &sent.plain, &names).await;
+    let producer = plain.one("publish chat.msg.*.*");
+    let consumer = plain.one("process chat.msg.*.*");
+    plain.assert_child_of(consumer, producer);
+    let hop = plain.one("nats ingress chat.msg.*.*");
+    plain.assert_child_of(hop, producer);
+    assert_eq!(hop.service_name, "nats-server");
+    assert!(hop.event("jetstream.store").is_some(), "{}", plain.tree());
+    plain.assert_child_of(plain.one("INSERT chat.messages"), consumer);
+    assert_kind(producer, SpanKind::Producer);
+    assert_kind(consumer, SpanKind::Consumer);
+
+    let trace = trace_with(http, tempo, &sent.retried, &["nak chat.msg.*.*", "INSERT chat.messages"]).await;
+    let attempts = trace.named("process chat.msg.*.*");
+    assert_eq!(attempts.len(), 2, "{}", trace.tree());
+    assert_eq!(attempts[1].attributes.bool("messaging.message_redelivered"), Some(true));
+
+    let trace = trace_with(http, tempo, &sent.slow, &["INSERT chat.messages"]).await;
+    let timed_out = trace.named("process chat.msg.*.*")[0];
+    assert_error(timed_out, "Timeout");
+    assert!(timed_out.event("exception").is_some(), "{}", trace.tree());
+
+    let trace = trace_with(http, tempo, &sent.poison, &["publish chat.dlq.*", "term chat.msg.*.*"]).await;
+    trace.assert_child_of(trace.one("publish chat.dlq.*"), trace.one("process chat.msg.*.*"));
+
+    let names = ["request chat.history.*", "process chat.history.*", "SELECT chat.messages"];
+    let trace = trace_with(http, tempo, &sent.history, &names).await;
+    trace.assert_child_of(trace.one("process chat.history.*"), trace.one("request chat.history.*"));
+    plain
+}
+
+/// The worker's log lines of the retried message's trace, read from Loki by `trace_id`.
+pub async fn assert_worker_logs(http: &reqwest::Client, loki: &str, sent: &Sent) {
+    let query = format!(r#"{{service_name="persist-worker"}} | trace_id="{}""#, sent.retried);
+    let url = reqwest::Url::parse_with_params(
+        &format!("{loki}/loki/api/v1/query_range"),
+        &[("query", query.as_str()), ("since", "15m"), ("limit", "100")],
+    )
+    .expect("url");
+    let logs = poll(&format!("Loki lines for trace {}: {query}", sent.retried), || async {
+        let logs = loki_logs(&get_json(http, url.as_str()).await?)?;
+        Ok((!logs.is_empty()).then_some(logs))
+    })
+    .await;
+    assert!(logs.iter().any(|l| l.body == "will be redelivered"), "{logs:?}");
+}
+
+/// Tempo's service graph in Prometheus has the edges the model predicts for `trace`
+/// (chat-cli -> persist-worker over messaging, persist-worker -> the database).
+pub async fn assert_service_graph(http: &reqwest::Client, prometheus: &str, trace: &Trace) {
+    let graph = ServiceGraph::of(trace.spans());
+    assert!(graph.conflicts.is_empty(), "{:?}", graph.conflicts);
+    assert!(graph.edges.len() >= 2, "{graph:?}");
+    for edge in graph.edges.keys() {
+        let selector = format!(
+            r#"traces_service_graph_request_total{{client="{}",server="{}",connection_type="{}"}}"#,
+            edge.client,
+            edge.server,
+            edge.connection_type.label()
+        );
+        let url = reqwest::Url::parse_with_params(&format!("{prometheus}/api/v1/query"), &[("query", &selector)])
+            .expect("url");
+        poll(&format!("service-graph edge {selector} ({url})"), || async {
+            let values = prometheus_vector(&get_json(http, url.as_str()).await?)?;
+            Ok(values.iter().any(|(_, v)| *v > 0.0).then_some(()))
+        })
+        .await;
+    }
+}
+
+/// The metric names in Prometheus that start with `prefix` (e.g. what Tempo generated).
+pub async fn series_names(http: &reqwest::Client, prometheus: &str, prefix: &str) -> Result<Vec<String>, String> {
+    let body = get_json(http, &format!("{prometheus}/api/v1/label/__name__/values")).await?;
+    let names = body["data"].as_array().ok_or_else(|| format!("not a label-values answer: {body}"))?;
+    Ok(names.iter().filter_map(Value::as_str).filter(|n| n.starts_with(prefix)).map(str::to_owned).collect())
+}

@@ -1,0 +1,76 @@
+//! The real-backend tier: real Tempo 3.0.3 and Loki 3.7.6 started with the project's own
+//! `tempo/tempo.yaml` and `loki/loki.yaml` (ports and data paths rewritten, see
+//! `stack_checks::real_backends`), a real Prometheus taking Tempo's remote write, the real
+//! services and chat-cli exporting straight to them, and the seed scenarios read back
+//! with the assertion code of `make test-e2e`.
+//!
+//! What it cannot include: the OpenTelemetry Collector and Grafana have no binary here, so
+//! services export to Tempo and Loki directly (no tail sampling, span metrics or
+//! redaction of the collector) and Grafana's datasources and dashboards are checked
+//! against its published schema instead (`tests/schemas`).
+//!
+//! Needs `TEMPO_BIN` and `LOKI_BIN` (`.ci/run` sets them from `../shared/bin`); without
+//! them it prints one "skipped" line and passes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use stack_checks::TEMPO_SERIES;
+use stack_checks::real_backends::{RealBackends, binaries};
+use stack_checks::scenarios::{
+    assert_service_graph, assert_traces, assert_worker_logs, poll, send_seed_scenarios, series_names,
+};
+use test_harness::ChatStack;
+use test_harness::oidc::TestIssuer;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_scenarios_read_back_from_real_tempo_loki_and_prometheus() {
+    let Some((tempo_bin, loki_bin)) = binaries() else {
+        eprintln!("skipped: set TEMPO_BIN and LOKI_BIN (real Tempo 3.0.3 and Loki 3.7.6 binaries) to run this tier");
+        return;
+    };
+    let backends = RealBackends::start(&tempo_bin, &loki_bin).await.expect("Tempo, Loki and Prometheus");
+    let mut stack = ChatStack::start_secured().await.expect("secured stack");
+    let export: Vec<(String, String)> = backends.export_env();
+    stack.export_to(&export.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
+    let issuer = TestIssuer::start().await.expect("issuer");
+    let _auth = stack.spawn_service("auth-service", &[("OIDC_ISSUER", issuer.issuer())]).await.expect("auth");
+    let worker_env = [("DEMO_FAULTS", "true"), ("NAK_DELAY", "200ms"), ("PROCESSING_DEADLINE", "1s")];
+    let _worker = stack.spawn_service("persist-worker", &worker_env).await.expect("worker");
+    let _history = stack.spawn_service("history-service", &[]).await.expect("history");
+    let _bridge =
+        stack.spawn_service("nats-trace-bridge", &[("OTEL_SERVICE_NAME", "nats-server")]).await.expect("bridge");
+
+    let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
+    let stack = &stack;
+    let sent = send_seed_scenarios(|args| {
+        let mut full = vec!["--json".to_owned(), "--token".to_owned(), token.clone(), "--user".to_owned()];
+        full.push("alice".to_owned());
+        full.extend(args);
+        async move {
+            let full: Vec<&str> = full.iter().map(String::as_str).collect();
+            let run = stack.cli(&full).await.expect("chat-cli");
+            assert_eq!(run.code, Some(0), "chat-cli {full:?}: {}", run.stderr);
+            run.json_lines()
+        }
+    })
+    .await;
+
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    let plain = assert_traces(&http, &backends.tempo.url(), &sent).await;
+    assert_worker_logs(&http, &backends.loki.url(), &sent).await;
+    assert_service_graph(&http, &backends.prometheus.url(), &plain).await;
+
+    // The series Tempo generates are the ones the dashboards may query (TEMPO_SERIES).
+    let generated = poll("Tempo's span metrics in Prometheus", || async {
+        let names = series_names(&http, &backends.prometheus.url(), "traces_").await?;
+        Ok(names.iter().any(|n| n.starts_with("traces_spanmetrics_")).then_some(names))
+    })
+    .await;
+    let generated: BTreeSet<String> = generated
+        .into_iter()
+        .map(|n| ["_bucket", "_sum", "_count"].iter().find_map(|s| n.strip_suffix(s).map(str::to_owned)).unwrap_or(n))
+        .collect();
+    let listed: BTreeSet<String> = TEMPO_SERIES.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(generated, listed, "TEMPO_SERIES vs what Tempo 3.0.3 remote-wrote");
+}
