@@ -120,9 +120,13 @@ pub async fn assert_traces(http: &reqwest::Client, tempo: &str, sent: &Sent) -> 
     assert_kind(producer, SpanKind::Producer);
     assert_kind(consumer, SpanKind::Consumer);
 
-    let trace = trace_with(http, tempo, &sent.retried, &["nak chat.msg.*.*", "INSERT chat.messages"]).await;
+    let trace = poll(&format!("Tempo trace {} with both attempts", sent.retried), || async {
+        let trace = trace_with(http, tempo, &sent.retried, &["INSERT chat.messages"]).await;
+        Ok((trace.named("process chat.msg.*.*").len() == 2).then_some(trace))
+    })
+    .await;
     let attempts = trace.named("process chat.msg.*.*");
-    assert_eq!(attempts.len(), 2, "{}", trace.tree());
+    assert!(attempts[0].event("nak").is_some(), "the first attempt is nak'd:\n{}", trace.tree());
     assert_eq!(attempts[1].attributes.bool("messaging.message_redelivered"), Some(true));
 
     let trace = trace_with(http, tempo, &sent.slow, &["INSERT chat.messages"]).await;
@@ -130,8 +134,10 @@ pub async fn assert_traces(http: &reqwest::Client, tempo: &str, sent: &Sent) -> 
     assert_error(timed_out, "Timeout");
     assert!(timed_out.event("exception").is_some(), "{}", trace.tree());
 
-    let trace = trace_with(http, tempo, &sent.poison, &["publish chat.dlq.*", "term chat.msg.*.*"]).await;
-    trace.assert_child_of(trace.one("publish chat.dlq.*"), trace.one("process chat.msg.*.*"));
+    let trace = trace_with(http, tempo, &sent.poison, &["publish chat.dlq.*", "process chat.msg.*.*"]).await;
+    let consumer = trace.one("process chat.msg.*.*");
+    trace.assert_child_of(trace.one("publish chat.dlq.*"), consumer);
+    assert!(consumer.event("term").is_some(), "terminated after the dead letter:\n{}", trace.tree());
 
     let names = ["request chat.history.*", "process chat.history.*", "SELECT chat.messages"];
     let trace = trace_with(http, tempo, &sent.history, &names).await;

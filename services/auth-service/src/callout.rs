@@ -13,10 +13,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use nkeys::{KeyPair, XKey};
 use opentelemetry::metrics::{Counter, Histogram};
-use opentelemetry::{KeyValue, global};
+use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::{Context, KeyValue, global};
 use serde_json::{Value, json};
-use telemetry::{MessageRef, Peer, record_failure, server_span};
-use tracing::Instrument as _;
+use telemetry::{MessageRef, Messaging, Traced, record_failure};
 
 use crate::nats_jwt::{decode_server_signed, encode, now};
 use crate::oidc::{Denial, Validator};
@@ -36,7 +36,7 @@ pub(crate) struct Callout {
     pub(crate) validator: Arc<Validator>,
     pub(crate) permissions: Permissions,
     pub(crate) target_account: String,
-    pub(crate) peer: Peer,
+    spans: Messaging,
     requests: Counter<u64>,
     duration: Histogram<f64>,
 }
@@ -57,7 +57,7 @@ impl Callout {
         validator: Arc<Validator>,
         permissions: Permissions,
         target_account: String,
-        peer: Peer,
+        spans: Messaging,
     ) -> Self {
         let meter = global::meter("auth-service");
         Self {
@@ -67,7 +67,7 @@ impl Callout {
             validator,
             permissions,
             target_account,
-            peer,
+            spans,
             requests: meter
                 .u64_counter("auth.requests")
                 .with_unit("{request}")
@@ -84,7 +84,7 @@ impl Callout {
 
     pub(crate) async fn handle(&self, message: async_nats::Message) {
         let started = Instant::now();
-        let span = server_span(
+        let span = self.spans.server(
             &MessageRef {
                 subject: AUTH_SUBJECT,
                 template: AUTH_SUBJECT,
@@ -93,12 +93,12 @@ impl Callout {
             },
             None, // CONNECT carries no trace context: every callout is its own trace.
             "auth-service",
-            &self.peer,
         );
-        let (result, reason) = self.answer(&message).instrument(span.clone()).await;
+        let (result, reason) = span.scope(self.answer(&message)).await;
         if result != "allowed" {
             record_failure(&span, reason, &format!("{result}: {reason}"));
         }
+        span.end();
         let attrs = [KeyValue::new("result", result), KeyValue::new("reason", reason)];
         self.requests.add(1, &attrs);
         self.duration.record(started.elapsed().as_secs_f64(), &attrs[..1]);
@@ -112,8 +112,9 @@ impl Callout {
             tracing::warn!("authorization request without a server reply subject");
             return ("error", "bad_reply_subject");
         };
-        let opened =
-            step("xkey.decrypt").in_scope(|| read_request(message, &self.account.public_key(), self.xkey.as_ref()));
+        let decrypt = self.spans.internal("xkey.decrypt");
+        let opened = decrypt.in_scope(|| read_request(message, &self.account.public_key(), self.xkey.as_ref()));
+        decrypt.end();
         let request = match opened {
             Ok(request) => request,
             Err(reason) => return ("error", reason),
@@ -123,39 +124,45 @@ impl Callout {
             Ok(_) => ("allowed", "ok"),
             Err(denial) => (denial.result(), denial.reason()),
         };
-        let respond = step("respond");
-        let sent = async {
-            let body = self.response(&request, decision)?;
-            self.client.publish(reply, body).await.map_err(|e| e.to_string())
-        }
-        .instrument(respond.clone())
-        .await;
-        match sent {
+        let respond = self.spans.internal("respond");
+        let sent = respond
+            .scope(async {
+                let body = self.response(&request, decision)?;
+                self.client.publish(reply, body).await.map_err(|e| e.to_string())
+            })
+            .await;
+        let outcome = match sent {
             Ok(()) => (result, reason),
             Err(error) => {
                 record_failure(&respond, "respond_failed", &error);
-                tracing::error!(%error, "authorization response not sent");
+                respond.in_scope(|| tracing::error!(%error, "authorization response not sent"));
                 ("error", "respond_failed")
             }
-        }
+        };
+        respond.end();
+        outcome
     }
 
     /// `jwt.validate` then `permissions.map`; the failing step's span carries the denial.
     fn decide(&self, request: &Request) -> Result<(String, Grant, u64), Denial> {
-        let validate = step("jwt.validate");
+        let validate = self.spans.internal("jwt.validate");
         let claims = validate.in_scope(|| self.validator.validate(&request.token)).inspect_err(|denial| {
             record_failure(&validate, denial.reason(), &denial.to_string());
-        })?;
-        drop(validate);
-        let map = step("permissions.map");
+        });
+        validate.end();
+        let claims = claims?;
+        let map = self.spans.internal("permissions.map");
         let user = claims.preferred_username.clone().unwrap_or_default();
-        let grant =
-            map.in_scope(|| self.permissions.grant(&user, &claims.realm_access.roles)).inspect_err(|denial| {
-                record_failure(&map, denial.reason(), &denial.to_string());
-            })?;
-        tracing::Span::current().record("enduser.id", user.as_str());
-        map.in_scope(|| tracing::info!(roles = ?grant.roles, "access granted"));
-        Ok((user, grant, claims.exp))
+        let grant = map.in_scope(|| self.permissions.grant(&user, &claims.realm_access.roles)).inspect_err(|denial| {
+            record_failure(&map, denial.reason(), &denial.to_string());
+        });
+        if let Ok(grant) = &grant {
+            // The callout span (current here) names the user it let in.
+            Context::current().span().set_attribute(KeyValue::new("enduser.id", user.clone()));
+            map.in_scope(|| tracing::info!(roles = ?grant.roles, "access granted"));
+        }
+        map.end();
+        Ok((user, grant?, claims.exp))
     }
 
     /// The signed (and, when the server sent its xkey, sealed) authorization response.
@@ -228,22 +235,9 @@ pub(crate) fn read_request(
     })
 }
 
-/// An INTERNAL step span, child of the current (callout) span.
-fn step(name: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "step",
-        otel.name = name,
-        otel.kind = "internal",
-        otel.status_code = tracing::field::Empty,
-        otel.status_description = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
-}
-
 /// Marks the current step failed and returns the reason (for `?` chains).
 fn fail(reason: &'static str) -> &'static str {
-    let span = tracing::Span::current();
-    record_failure(&span, reason, reason);
+    record_failure(&Traced::from_context(Context::current()), reason, reason);
     tracing::warn!(reason, "unusable authorization request");
     reason
 }

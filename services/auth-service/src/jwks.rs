@@ -18,14 +18,13 @@ use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use opentelemetry::KeyValue;
-use opentelemetry::trace::{SpanContext, TraceContextExt as _};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
 use serde::Deserialize;
-use telemetry::{record_failure, redact_url};
+use telemetry::{Traced, record_failure, redact_url};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::Instrument as _;
-use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Where the keys come from and how often.
@@ -73,7 +72,9 @@ impl KeySet {
 
     /// Asks the refresher for a fetch soon (returns at once).
     pub(crate) fn request_refresh(&self) {
-        let asking = tracing::Span::current().context().span().span_context().clone();
+        let asking = Context::current().span().span_context().clone();
+        let asking =
+            if asking.is_valid() { asking } else { tracing::Span::current().context().span().span_context().clone() };
         if let Ok(mut asked_by) = self.asked_by.lock() {
             asked_by.get_or_insert(asking);
         }
@@ -149,6 +150,7 @@ struct Fetcher {
     http: reqwest::Client,
     url: Option<String>,
     issuer: String,
+    tracer: BoxedTracer,
 }
 
 impl Fetcher {
@@ -158,32 +160,38 @@ impl Fetcher {
             .connect_timeout(settings.fetch_timeout.min(Duration::from_secs(1)))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, url: settings.url.clone(), issuer: settings.issuer.clone() }
+        Self {
+            http,
+            url: settings.url.clone(),
+            issuer: settings.issuer.clone(),
+            tracer: opentelemetry::global::tracer("auth-service"),
+        }
     }
 
     async fn fetch(&self, asked_by: Option<SpanContext>) -> Result<(HashMap<String, Key>, Option<Duration>), String> {
-        let span = tracing::info_span!(
-            "jwks",
-            otel.name = "jwks.refresh",
-            otel.kind = "internal",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            error.type = Empty,
-        );
-        let _ = span.set_parent(opentelemetry::Context::new());
-        if let Some(link) = asked_by.filter(SpanContext::is_valid) {
-            span.add_link(link);
+        let links = asked_by.filter(SpanContext::is_valid).map(|cx| vec![Link::with_context(cx)]).unwrap_or_default();
+        let root = self
+            .tracer
+            .span_builder("jwks.refresh")
+            .with_kind(SpanKind::Internal)
+            .with_links(links)
+            .start_with_context(&self.tracer, &Context::new());
+        let span = Traced::from_context(Context::new().with_span(root));
+        let result = span
+            .scope(async {
+                let url = match &self.url {
+                    Some(url) => url.clone(),
+                    None => self.discover().await?,
+                };
+                let (set, max_age): (JwkSet, _) = self.get_json(&url).await?;
+                Ok::<_, String>((keys_of(&set), max_age))
+            })
+            .await;
+        if let Err(error) = &result {
+            record_failure(&span, "jwks_refresh_failed", error);
         }
-        async {
-            let url = match &self.url {
-                Some(url) => url.clone(),
-                None => self.discover().await?,
-            };
-            let (set, max_age): (JwkSet, _) = self.get_json(&url).await?;
-            Ok((keys_of(&set), max_age))
-        }
-        .instrument(span)
-        .await
+        span.end();
+        result
     }
 
     async fn discover(&self) -> Result<String, String> {
@@ -200,35 +208,43 @@ impl Fetcher {
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<(T, Option<Duration>), String> {
         let shown = redact_url(url);
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL {shown}: {e}"))?;
-        let span = tracing::info_span!(
-            "http",
-            otel.name = "GET",
-            otel.kind = "client",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            error.type = Empty,
-            http.request.method = "GET",
-            url.full = shown.as_str(),
-            server.address = parsed.host_str().unwrap_or_default(),
-            server.port = i64::from(parsed.port_or_known_default().unwrap_or_default()),
-            http.response.status_code = Empty,
-        );
-        let result = async {
-            let response =
-                self.http.get(parsed).send().await.map_err(|e| ("transport", e.without_url().to_string()))?;
-            tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
-            let response = response.error_for_status().map_err(|e| ("http_status", e.without_url().to_string()))?;
-            let max_age =
-                response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
-            let body = response.json::<T>().await.map_err(|e| ("decode", e.without_url().to_string()))?;
-            Ok((body, max_age))
-        }
-        .instrument(span.clone())
-        .await;
-        result.map_err(|(error_type, message)| {
+        let attributes = vec![
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("url.full", shown.clone()),
+            KeyValue::new("server.address", parsed.host_str().unwrap_or_default().to_owned()),
+            KeyValue::new("server.port", i64::from(parsed.port_or_known_default().unwrap_or_default())),
+        ];
+        let parent = Context::current();
+        let get = self
+            .tracer
+            .span_builder("GET")
+            .with_kind(SpanKind::Client)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &parent);
+        let span = Traced::from_context(parent.with_span(get));
+        let result = span
+            .scope(async {
+                let response =
+                    self.http.get(parsed).send().await.map_err(|e| ("transport", e.without_url().to_string()))?;
+                Context::current()
+                    .span()
+                    .set_attribute(KeyValue::new("http.response.status_code", i64::from(response.status().as_u16())));
+                let response = response.error_for_status().map_err(|e| ("http_status", e.without_url().to_string()))?;
+                let max_age = response
+                    .headers()
+                    .get(reqwest::header::CACHE_CONTROL)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(max_age);
+                let body = response.json::<T>().await.map_err(|e| ("decode", e.without_url().to_string()))?;
+                Ok((body, max_age))
+            })
+            .await;
+        let result = result.map_err(|(error_type, message)| {
             record_failure(&span, error_type, &message);
             format!("GET {shown}: {message}")
-        })
+        });
+        span.end();
+        result
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         validator,
         permissions,
         config.target_account.clone(),
-        config.nats.peer(),
+        telemetry::Messaging::new("auth-service", &config.nats.peer()),
     ));
     let issuers: Vec<String> = config.oidc_issuer.iter().map(|i| telemetry::redact_url(i)).collect();
     tracing::info!(subject = callout::AUTH_SUBJECT, ?issuers, "auth-service started");

@@ -3,11 +3,8 @@
 
 use async_nats::HeaderMap;
 use chat_protocol::{HISTORY_TEMPLATE, HistoryReply, HistoryRequest, history_subject};
-use opentelemetry::trace::TraceContextExt as _;
 use serde_json::json;
-use telemetry::{MessageRef, Peer, inject_span, record_failure, request_span};
-use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use telemetry::{MessageRef, Messaging, Peer, record_failure};
 
 use crate::links::trace_url;
 use crate::output::{Output, printable};
@@ -35,16 +32,20 @@ pub(crate) async fn history(
     let subject = history_subject(&args.room).map_err(|e| CliError::Invalid(e.to_string()))?;
     let body = serde_json::to_vec(&HistoryRequest { limit: args.limit, before: args.before })
         .map_err(|e| CliError::Invalid(e.to_string()))?;
-    let peer = Peer::from_url(&cli.nats_url);
-    let span = request_span(
-        &MessageRef { subject: &subject, template: HISTORY_TEMPLATE, message_id: None, body_size: body.len() },
-        &peer,
-    );
+    let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
+    let span = spans.request(&MessageRef {
+        subject: &subject,
+        template: HISTORY_TEMPLATE,
+        message_id: None,
+        body_size: body.len(),
+    });
     let mut headers = HeaderMap::new();
-    inject_span(&span, &mut headers);
-    let trace_id = span.context().span().span_context().trace_id().to_string();
+    span.inject(&mut headers);
+    let trace_id = span.span_context().trace_id().to_string();
     let request = async_nats::Request::new().headers(headers).payload(body.into()).timeout(Some(cli.timeout));
-    let reply = client.send_request(subject.clone(), request).instrument(span.clone()).await.map_err(|e| {
+    let reply = span.scope(client.send_request(subject.clone(), request)).await;
+    span.end();
+    let reply = reply.map_err(|e| {
         record_failure(&span, "request_failed", &e.to_string());
         match e.kind() {
             async_nats::RequestErrorKind::NoResponders => CliError::NoResponders(subject.clone()),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::{ChatMessage, DemoFault, message_subject};
 use serde_json::json;
-use telemetry::Peer;
+use telemetry::{Messaging, Peer};
 use tokio::task::JoinSet;
 
 use crate::send::{PublishOptions, Sent, now_ms, publish_one};
@@ -60,7 +60,7 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
         .collect::<Result<_, _>>()
         .map_err(|e| CliError::Invalid(e.to_string()))?;
     let js = async_nats::jetstream::new(client.clone());
-    let peer = Peer::from_url(&cli.nats_url);
+    let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
     let options = std::sync::Arc::new(PublishOptions { caller_span: true, traceparent: None, timeout: cli.timeout });
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
@@ -76,10 +76,10 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
             demo_fault: fault_for(i, args),
         })
         .map_err(|e| CliError::Invalid(e.to_string()))?;
-        let (js, peer, options, msg_id) = (js.clone(), peer.clone(), options.clone(), format!("{run}-{i}"));
+        let (js, spans, options, msg_id) = (js.clone(), spans.clone(), options.clone(), format!("{run}-{i}"));
         in_flight.spawn(async move {
             let sent_at = Instant::now();
-            let result = publish_one(&js, &peer, &subject, msg_id, &body, &options).await;
+            let result = publish_one(&js, &spans, &subject, msg_id, &body, &options).await;
             (result, sent_at.elapsed())
         });
         while let Some(done) = in_flight.try_join_next() {

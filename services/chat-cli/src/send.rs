@@ -4,10 +4,8 @@
 use async_nats::HeaderMap;
 use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, message_subject};
 use futures::StreamExt as _;
-use opentelemetry::trace::TraceContextExt as _;
 use serde_json::json;
-use telemetry::{MessageRef, Peer, extract_context, inject_span, publish_span, record_failure};
-use tracing::Instrument as _;
+use telemetry::{MessageRef, Messaging, Peer, extract_context, record_failure};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::output::Output;
@@ -72,7 +70,7 @@ pub(crate) async fn send(
 ) -> Result<(), CliError> {
     let subject = message_subject(&args.room, &cli.user).map_err(|e| CliError::Invalid(e.to_string()))?;
     let js = async_nats::jetstream::new(client.clone());
-    let peer = Peer::from_url(&cli.nats_url);
+    let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
     let body = serde_json::to_vec(&ChatMessage {
         text: args.text.clone(),
         sent_at_ms: Some(now_ms()),
@@ -92,7 +90,7 @@ pub(crate) async fn send(
         traceparent: args.traceparent.clone(),
         timeout: cli.timeout,
     };
-    let publishes = futures::stream::iter(ids).map(|id| publish_one(&js, &peer, &subject, id, &body, &options));
+    let publishes = futures::stream::iter(ids).map(|id| publish_one(&js, &spans, &subject, id, &body, &options));
     let mut results = publishes.buffer_unordered(args.concurrency.max(1));
     let mut failures = Vec::new();
     while let Some(result) = results.next().await {
@@ -132,7 +130,7 @@ pub(crate) struct PublishOptions {
 /// Publishes one message with its PRODUCER span and waits for the stream's ack.
 pub(crate) async fn publish_one(
     js: &async_nats::jetstream::Context,
-    peer: &Peer,
+    spans: &Messaging,
     subject: &str,
     msg_id: String,
     body: &[u8],
@@ -148,25 +146,28 @@ pub(crate) async fn publish_one(
         let _ = caller.set_parent(extract_context(Some(&headers)));
     }
     let span = caller.in_scope(|| {
-        publish_span(
-            &MessageRef { subject, template: MESSAGE_TEMPLATE, message_id: Some(&msg_id), body_size: body.len() },
-            peer,
-        )
+        spans.publish(&MessageRef {
+            subject,
+            template: MESSAGE_TEMPLATE,
+            message_id: Some(&msg_id),
+            body_size: body.len(),
+        })
     });
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-    inject_span(&span, &mut headers);
-    let trace_id = span.context().span().span_context().trace_id().to_string();
-    let result = async {
-        let ack = js.publish_with_headers(subject.to_owned(), headers, body.to_vec().into()).await?;
-        tokio::time::timeout(options.timeout, ack).await.map_err(|_| {
-            async_nats::jetstream::context::PublishError::from(
-                async_nats::jetstream::context::PublishErrorKind::TimedOut,
-            )
-        })?
-    }
-    .instrument(span.clone())
-    .await;
+    span.inject(&mut headers);
+    let trace_id = span.span_context().trace_id().to_string();
+    let result = span
+        .scope(async {
+            let ack = js.publish_with_headers(subject.to_owned(), headers, body.to_vec().into()).await?;
+            tokio::time::timeout(options.timeout, ack).await.map_err(|_| {
+                async_nats::jetstream::context::PublishError::from(
+                    async_nats::jetstream::context::PublishErrorKind::TimedOut,
+                )
+            })?
+        })
+        .await;
+    span.end();
     match result {
         Ok(ack) => Ok(Sent { seq: ack.sequence, duplicate: ack.duplicate, msg_id, trace_id }),
         Err(error) => {

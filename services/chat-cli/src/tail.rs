@@ -4,10 +4,8 @@
 
 use chat_protocol::{ChatMessage, MESSAGE_TEMPLATE, parse_message_subject, validate_name};
 use futures::StreamExt as _;
-use opentelemetry::trace::TraceContextExt as _;
 use serde_json::json;
-use telemetry::{MessageRef, Peer, process_span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use telemetry::{MessageRef, Messaging, Peer};
 
 use crate::output::{Output, printable};
 use crate::{Cli, CliError};
@@ -35,7 +33,7 @@ pub(crate) async fn tail(
     // A refused subscription only shows as silence: make sure the server accepted it.
     client.flush().await.map_err(|e| CliError::Nats(e.to_string()))?;
     eprintln!("tailing {subject} (Ctrl-C to stop)");
-    let peer = Peer::from_url(&cli.nats_url);
+    let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
     let mut seen = 0;
     let stop = telemetry::shutdown_signal();
     tokio::pin!(stop);
@@ -52,7 +50,7 @@ pub(crate) async fn tail(
         };
         let user = user.to_owned();
         seen += 1;
-        let span = process_span(
+        let span = spans.process(
             &MessageRef {
                 subject: &message.subject,
                 template: MESSAGE_TEMPLATE,
@@ -62,9 +60,8 @@ pub(crate) async fn tail(
             message.headers.as_ref(),
             None,
             "chat-cli",
-            &peer,
         );
-        let trace_id = span.context().span().span_context().trace_id().to_string();
+        let trace_id = span.span_context().trace_id().to_string();
         let text =
             ChatMessage::decode(&message.payload).map(|m| m.text).unwrap_or_else(|e| format!("<{}>", e.reason()));
         span.in_scope(|| {
@@ -74,6 +71,7 @@ pub(crate) async fn tail(
                 json!({ "room": room, "user": user, "text": text }),
             );
         });
+        span.end();
     }
     Ok(())
 }

@@ -11,8 +11,7 @@ use chat_protocol::{
 };
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::{KeyValue, global};
-use telemetry::{MessageRef, Peer, record_failure, server_span};
-use tracing::Instrument as _;
+use telemetry::{MessageRef, Messaging, record_failure};
 
 use crate::query::History;
 
@@ -20,7 +19,7 @@ use crate::query::History;
 #[derive(Debug)]
 pub(crate) struct Handler {
     history: History,
-    peer: Peer,
+    spans: Messaging,
     requests: Counter<u64>,
     duration: Histogram<f64>,
 }
@@ -34,11 +33,11 @@ struct Failure {
 }
 
 impl Handler {
-    pub(crate) fn new(history: History, peer: Peer) -> Self {
+    pub(crate) fn new(history: History, spans: Messaging) -> Self {
         let meter = global::meter("history-service");
         Self {
             history,
-            peer,
+            spans,
             requests: meter
                 .u64_counter("history.requests")
                 .with_unit("{request}")
@@ -56,7 +55,7 @@ impl Handler {
     pub(crate) async fn handle(&self, request: Request) {
         let started = Instant::now();
         let message = &request.message;
-        let span = server_span(
+        let span = self.spans.server(
             &MessageRef {
                 subject: &message.subject,
                 template: HISTORY_TEMPLATE,
@@ -65,7 +64,6 @@ impl Handler {
             },
             message.headers.as_ref(),
             HISTORY_QUEUE_GROUP,
-            &self.peer,
         );
         // The reply subject is the requester's choice: answering anything but a chat
         // user's inbox would publish there with this service's permissions.
@@ -73,13 +71,14 @@ impl Handler {
             record_failure(&span, "refused_reply_subject", "reply subject is not a chat inbox; not answered");
             span.in_scope(|| tracing::warn!("history request with a reply subject that is not a chat inbox; ignored"));
             self.requests.add(1, &[KeyValue::new("result", "refused_reply_subject")]);
+            span.end();
             return;
         }
-        let answer = self.answer(message).instrument(span.clone()).await;
+        let answer = span.scope(self.answer(message)).await;
         let result = match answer {
             Ok(reply) => {
                 let body = serde_json::to_vec(&reply).unwrap_or_default();
-                if let Err(error) = request.respond(Ok(body.into())).instrument(span.clone()).await {
+                if let Err(error) = span.scope(request.respond(Ok(body.into()))).await {
                     span.in_scope(|| tracing::warn!(%error, "reply not sent"));
                 }
                 "ok"
@@ -90,12 +89,13 @@ impl Handler {
                     || tracing::info!(code = failure.code, reason = %failure.message, "history request refused"),
                 );
                 let error = ServiceError { status: failure.message, code: failure.code };
-                if let Err(error) = request.respond(Err(error)).instrument(span.clone()).await {
+                if let Err(error) = span.scope(request.respond(Err(error))).await {
                     span.in_scope(|| tracing::warn!(%error, "error reply not sent"));
                 }
                 failure.result
             }
         };
+        span.end();
         let attributes = [KeyValue::new("result", result)];
         self.requests.add(1, &attributes);
         self.duration.record(started.elapsed().as_secs_f64(), &attributes);

@@ -72,7 +72,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .add(chat_protocol::HISTORY_TEMPLATE)
         .await
         .map_err(|e| Error::Service(e.to_string()))?;
-    let handler = Arc::new(handler::Handler::new(history, config.nats.peer()));
+    let handler =
+        Arc::new(handler::Handler::new(history, telemetry::Messaging::new("history-service", &config.nats.peer())));
     tracing::info!(subject = chat_protocol::HISTORY_TEMPLATE, "history-service started");
 
     let requests = endpoint.take_until(shutdown).for_each_concurrent(CONCURRENT_REQUESTS, |request| {

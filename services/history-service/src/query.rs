@@ -6,11 +6,11 @@
 //! messages of older streams come after all of them.
 
 use chat_protocol::StoredMessage;
+use opentelemetry::KeyValue;
 use service_kit::Db;
 use sqlx::Row as _;
-use telemetry::{db_span, record_db_failure};
+use telemetry::{Statement, record_db_failure};
 use time::format_description::well_known::Rfc3339;
-use tracing::Instrument as _;
 
 /// The query failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ const SELECT_SQL: &str = "SELECT stream_seq, username, text, sent_at, trace_id F
      WHERE room = $1 AND ($2::bigint IS NULL OR (stream_created, stream_seq) < \
      ((SELECT max(stream_created) FROM chat.messages WHERE room = $1), $2)) \
      ORDER BY stream_created DESC, stream_seq DESC LIMIT $3";
+const SELECT: Statement =
+    Statement { operation: "SELECT", collection: "chat.messages", name: "SELECT chat.messages", query: SELECT_SQL };
 
 /// Read access to `chat.messages`.
 #[derive(Debug, Clone)]
@@ -45,23 +47,21 @@ impl History {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredMessage>, QueryError> {
-        let span = db_span(&self.db.operation("SELECT", "chat.messages", SELECT_SQL));
-        let rows = sqlx::query(SELECT_SQL)
-            .bind(room)
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.db.pool)
-            .instrument(span.clone())
+        let span = self.db.span(&SELECT);
+        let rows = span
+            .scope(sqlx::query(SELECT_SQL).bind(room).bind(before).bind(i64::from(limit)).fetch_all(&self.db.pool))
             .await;
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
                 let sqlstate = error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
                 record_db_failure(&span, sqlstate.as_deref(), "db_error", &error.to_string());
+                span.end();
                 return Err(error.into());
             }
         };
-        span.record("db.response.returned_rows", rows.len() as i64);
+        span.set_attribute(KeyValue::new("db.response.returned_rows", rows.len() as i64));
+        span.end();
         rows.iter()
             .map(|row| {
                 let sent_at: time::OffsetDateTime = row.try_get("sent_at")?;

@@ -3,13 +3,13 @@
 //! each settlement in its span.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind};
 use chat_protocol::{DLQ_TEMPLATE, dlq_subject};
 use futures::future::join_all;
-use telemetry::{MessageRef, Peer, Settlement, inject_span, publish_span, record_failure, settle_span};
-use tracing::Instrument as _;
+use telemetry::{MessageRef, Messaging, Settlement, record_failure};
 
 use crate::Config;
 use crate::dead_letter;
@@ -26,7 +26,7 @@ pub(crate) struct Processor {
     store: Store,
     config: Arc<Config>,
     policy: RetryPolicy,
-    peer: Peer,
+    spans: Messaging,
     metrics: Metrics,
 }
 
@@ -34,9 +34,9 @@ pub(crate) struct Processor {
 type Valid<'a> = (&'a Delivery, Row);
 
 impl Processor {
-    pub(crate) fn new(js: jetstream::Context, store: Store, config: Arc<Config>, peer: Peer) -> Self {
+    pub(crate) fn new(js: jetstream::Context, store: Store, config: Arc<Config>, spans: Messaging) -> Self {
         let policy = config.retry_policy();
-        Self { js, store, config, policy, peer, metrics: Metrics::new() }
+        Self { js, store, config, policy, spans, metrics: Metrics::new() }
     }
 
     /// Processes one batch to the end, sending progress acks while it takes long.
@@ -116,7 +116,7 @@ impl Processor {
     async fn insert(&self, valid: &[Valid<'_>]) -> Result<Inserted, StoreError> {
         let rows: Vec<Row> = valid.iter().map(|(_, row)| row.clone()).collect();
         let links = valid[1..].iter().map(|(d, _)| d.span_context.clone()).collect();
-        let insert = self.store.insert_batch(&rows, links).instrument(valid[0].0.span.clone());
+        let insert = valid[0].0.span.scope(self.store.insert_batch(&rows, links));
         tokio::time::timeout(self.config.processing_deadline, insert).await.unwrap_or(Err(StoreError::Timeout))
     }
 
@@ -135,7 +135,7 @@ impl Processor {
                     self.metrics.duplicate();
                     delivery.span.in_scope(|| tracing::info!("already stored; acking the duplicate"));
                 }
-                self.settle(delivery, Settlement::Ack, AckKind::Ack).await;
+                self.settle(delivery, Settlement::Ack, AckKind::Ack, None).await;
             }
         }
     }
@@ -167,7 +167,7 @@ impl Processor {
                 delivery.span.in_scope(|| {
                     tracing::info!(delay_ms = delay.as_millis() as u64, "will be redelivered");
                 });
-                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay))).await;
+                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay)), Some(delay)).await;
             }
             Fate::DeadLetter(reason) => Box::pin(self.dead_letter(delivery, reason)).await,
             Fate::Process | Fate::Store => unreachable_fate(found),
@@ -189,32 +189,31 @@ impl Processor {
         };
         let msg_id = facts.message_id();
         let span = delivery.span.in_scope(|| {
-            publish_span(
-                &MessageRef {
-                    subject: &subject,
-                    template: DLQ_TEMPLATE,
-                    message_id: Some(&msg_id),
-                    body_size: payload.len(),
-                },
-                &self.peer,
-            )
+            self.spans.publish(&MessageRef {
+                subject: &subject,
+                template: DLQ_TEMPLATE,
+                message_id: Some(&msg_id),
+                body_size: payload.len(),
+            })
         });
         let mut headers = dead_letter::headers(delivery.message.headers.as_ref(), &facts);
-        inject_span(&span, &mut headers);
-        let published = async {
-            self.js.publish_with_headers(subject.clone(), headers, payload).await?.await?;
-            Ok::<_, async_nats::jetstream::context::PublishError>(())
-        }
-        .instrument(span.clone())
-        .await;
+        span.inject(&mut headers);
+        let published = span
+            .scope(async {
+                self.js.publish_with_headers(subject.clone(), headers, payload).await?.await?;
+                Ok::<_, async_nats::jetstream::context::PublishError>(())
+            })
+            .await;
         match published {
             Ok(()) => {
+                span.end();
                 self.metrics.dead_lettered(reason);
                 delivery.span.in_scope(|| tracing::warn!(reason, dlq = %subject, "message dead-lettered"));
-                self.settle(delivery, Settlement::Term, AckKind::Term).await;
+                self.settle(delivery, Settlement::Term, AckKind::Term, None).await;
             }
             Err(error) => {
                 record_failure(&span, "dlq_publish_failed", &error.to_string());
+                span.end();
                 self.metrics.dead_letter_failed(reason);
                 delivery.span.in_scope(|| tracing::error!(%error, reason, "dead letter not published; will retry"));
                 if error.kind() == PublishErrorKind::StreamNotFound {
@@ -227,18 +226,23 @@ impl Processor {
                 else {
                     return unreachable_fate(Found::DeadLetterFailed);
                 };
-                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay))).await;
+                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay)), Some(delay)).await;
             }
         }
     }
 
-    /// Sends the ack/nak/term inside a CLIENT span that is a child of the delivery's span.
-    async fn settle(&self, delivery: &Delivery, settlement: Settlement, kind: AckKind) {
-        let span = delivery.span.in_scope(|| settle_span(settlement, &delivery.message_ref(), &self.peer));
-        if let Err(error) = delivery.message.ack_with(kind).instrument(span.clone()).await {
+    /// Sends the ack/nak/term: an event on the delivery's span (or, with `SETTLE_SPANS`,
+    /// a CLIENT span child of it), then ends the delivery's span.
+    async fn settle(&self, delivery: &Delivery, settlement: Settlement, kind: AckKind, delay: Option<Duration>) {
+        let msg = delivery.message_ref();
+        let span = self.spans.settle(&delivery.span, settlement, delay, &msg, self.config.settle_spans);
+        if let Err(error) = span.scope(delivery.message.ack_with(kind)).await {
             // Not settled: the server redelivers after ack_wait; the insert is idempotent.
-            record_failure(&span, "settle_failed", &error.to_string());
+            let failed = if self.config.settle_spans { &span } else { &delivery.span };
+            record_failure(failed, "settle_failed", &error.to_string());
         }
+        span.end();
+        delivery.span.end();
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Config {
     /// Deadline of one processing attempt; past it the attempt ends `ERROR`/`Timeout` and is nak'd.
     #[arg(long, env = "PROCESSING_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub processing_deadline: Duration,
+    /// Settlements (ack, nak, term) as CLIENT spans `ack chat.msg.*.*` instead of events on
+    /// the process span (the default: they are publishes of microseconds).
+    #[arg(long, env = "SETTLE_SPANS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub settle_spans: bool,
     /// Honour per-message demo fault requests (fail_once, slow, poison, crash_after_commit).
     #[arg(long, env = "DEMO_FAULTS", default_value_t = false, action = clap::ArgAction::Set)]
     pub demo_faults: bool,

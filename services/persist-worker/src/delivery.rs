@@ -3,11 +3,9 @@
 
 use async_nats::jetstream;
 use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, parse_message_subject};
-use opentelemetry::trace::{SpanContext, TraceContextExt as _};
-use telemetry::{MessageRef, Peer, process_span, record_failure, run_with_deadline};
+use opentelemetry::trace::SpanContext;
+use telemetry::{MessageRef, Messaging, Traced, record_failure, run_with_deadline};
 use time::OffsetDateTime;
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::Config;
 use crate::fate::Found;
@@ -39,7 +37,7 @@ impl Checked {
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) message: jetstream::Message,
-    pub(crate) span: Span,
+    pub(crate) span: Traced,
     pub(crate) facts: telemetry::Delivery,
     pub(crate) message_id: Option<String>,
     /// The span's context, read once (the row's trace id, the batch INSERT's links).
@@ -52,14 +50,14 @@ impl Delivery {
     /// Opens the CONSUMER span, parented to the producer span named by the headers.
     /// `None` for a message that is not a JetStream delivery (no ack metadata in its
     /// reply subject): it cannot be settled, and its reply subject is not the server's.
-    pub(crate) fn open(message: jetstream::Message, peer: &Peer, stream_created: OffsetDateTime) -> Option<Self> {
+    pub(crate) fn open(message: jetstream::Message, spans: &Messaging, stream_created: OffsetDateTime) -> Option<Self> {
         let facts = telemetry::Delivery::from_info(&message.info().ok()?);
         let message_id = message
             .headers
             .as_ref()
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_owned());
-        let span = process_span(
+        let span = spans.process(
             &MessageRef {
                 subject: &message.subject,
                 template: MESSAGE_TEMPLATE,
@@ -69,9 +67,8 @@ impl Delivery {
             message.headers.as_ref(),
             Some(&facts),
             chat_protocol::CONSUMER,
-            peer,
         );
-        let span_context = span.context().span().span_context().clone();
+        let span_context = span.span_context();
         Some(Self { message, span, facts, message_id, span_context, stream_created })
     }
 

@@ -99,10 +99,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let addr = config.health.health_addr;
     let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
 
-    let peer = config.nats.peer();
-    let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), peer.clone());
+    let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
+    let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), spans.clone());
     tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "persist-worker started");
-    let puller = worker::Puller { js: &jetstream, config: &config, peer: &peer, pulling };
+    let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
     worker::run(puller, processor, shutdown).await;
     health.stop().await;
     // Acks and dead letters are in the client's buffer: flush before the process exits.

@@ -7,13 +7,12 @@
 //! never a silent success: [`Inserted::conflicts`] names it and the batch dead-letters
 //! the message and counts it.
 
+use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanContext;
 use service_kit::Db;
 use sqlx::Row as _;
-use telemetry::{db_span, record_db_failure};
+use telemetry::{Statement, record_db_failure};
 use time::OffsetDateTime;
-use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +109,9 @@ const INSERT_SQL: &str = "INSERT INTO chat.messages \
      SELECT * FROM UNNEST($1::timestamptz[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
      $7::text[], $8::text[]) ON CONFLICT DO NOTHING RETURNING stream_created, stream_seq";
 
+const INSERT: Statement =
+    Statement { operation: "INSERT", collection: "chat.messages", name: "INSERT chat.messages", query: INSERT_SQL };
+
 const EXISTING_SQL: &str = "SELECT stream_created, stream_seq, room, username, text, msg_id FROM chat.messages \
      WHERE (stream_created, stream_seq) IN (SELECT * FROM UNNEST($1::timestamptz[], $2::bigint[])) \
      OR (username, msg_id) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))";
@@ -152,44 +154,49 @@ impl Store {
     /// compared with what is stored (duplicate or conflict). The span links `links`
     /// (the other deliveries of the batch).
     pub(crate) async fn insert_batch(&self, rows: &[Row], links: Vec<SpanContext>) -> Result<Inserted, StoreError> {
-        let span = db_span(&self.db.operation("INSERT", "chat.messages", INSERT_SQL));
-        span.record("db.operation.batch.size", rows.len() as i64);
-        for link in links {
-            span.add_link(link);
-        }
-        let result = async {
-            let written = sqlx::query(INSERT_SQL)
-                .bind(rows.iter().map(|r| r.stream_created).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.room.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.user.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.trace_id.as_deref()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>())
-                .fetch_all(&self.db.pool)
-                .await?;
-            let keys: Vec<(OffsetDateTime, i64)> = written
-                .iter()
-                .map(|r| Ok((r.try_get("stream_created")?, r.try_get("stream_seq")?)))
-                .collect::<Result<_, sqlx::Error>>()?;
-            let skipped: Vec<usize> =
-                (0..rows.len()).filter(|&i| !keys.contains(&(rows[i].stream_created, rows[i].stream_seq))).collect();
-            if skipped.is_empty() {
-                return Ok(Inserted { new: keys.len() as u64, ..Inserted::default() });
+        let span = self.db.span(&INSERT);
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new("db.operation.batch.size", rows.len() as i64));
+            for link in links {
+                span.add_link(link);
             }
-            let stored = self.existing(rows, &skipped).await?;
-            Ok(classify(rows, &skipped, &stored, keys.len() as u64))
         }
-        .instrument(span.clone())
-        .await;
-        result.inspect_err(|error: &StoreError| {
+        let result = span
+            .scope(async {
+                let written = sqlx::query(INSERT_SQL)
+                    .bind(rows.iter().map(|r| r.stream_created).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.room.as_str()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.user.as_str()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.trace_id.as_deref()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>())
+                    .fetch_all(&self.db.pool)
+                    .await?;
+                let keys: Vec<(OffsetDateTime, i64)> = written
+                    .iter()
+                    .map(|r| Ok((r.try_get("stream_created")?, r.try_get("stream_seq")?)))
+                    .collect::<Result<_, sqlx::Error>>()?;
+                let skipped: Vec<usize> = (0..rows.len())
+                    .filter(|&i| !keys.contains(&(rows[i].stream_created, rows[i].stream_seq)))
+                    .collect();
+                if skipped.is_empty() {
+                    return Ok(Inserted { new: keys.len() as u64, ..Inserted::default() });
+                }
+                let stored = self.existing(rows, &skipped).await?;
+                Ok(classify(rows, &skipped, &stored, keys.len() as u64))
+            })
+            .await;
+        let result = result.inspect_err(|error: &StoreError| {
             let sqlstate = match error {
                 StoreError::Sql(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
                 _ => None,
             };
             record_db_failure(&span, sqlstate.as_deref(), error.error_type(), &error.to_string());
-        })
+        });
+        span.end();
+        result
     }
 
     /// The stored rows that the skipped rows collided with.

@@ -17,7 +17,7 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as MessageStream};
 use futures::StreamExt as _;
-use telemetry::Peer;
+use telemetry::Messaging;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -49,7 +49,7 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(10);
 pub(crate) struct Puller<'a> {
     pub(crate) js: &'a async_nats::jetstream::Context,
     pub(crate) config: &'a Config,
-    pub(crate) peer: &'a Peer,
+    pub(crate) spans: &'a Messaging,
     pub(crate) pulling: Pulling,
 }
 
@@ -124,7 +124,7 @@ pub(crate) async fn run(puller: Puller<'_>, processor: Processor, shutdown: impl
                 permit = Arc::clone(&permits).acquire_owned() => permit,
             };
             let Ok(permit) = permit else { break 'setup };
-            let deliveries = open_all(batch, puller.peer, stream_created);
+            let deliveries = open_all(batch, puller.spans, stream_created);
             let processor = processor.clone();
             tasks.spawn(async move {
                 processor.process(deliveries).await;
@@ -160,11 +160,15 @@ async fn open(
 
 /// The deliveries of a batch. A message without JetStream ack metadata cannot come from
 /// the consumer (only the server may publish to the worker's inbox): it is ignored.
-fn open_all(batch: Vec<async_nats::jetstream::Message>, peer: &Peer, stream_created: OffsetDateTime) -> Vec<Delivery> {
+fn open_all(
+    batch: Vec<async_nats::jetstream::Message>,
+    spans: &Messaging,
+    stream_created: OffsetDateTime,
+) -> Vec<Delivery> {
     batch
         .into_iter()
         .filter_map(|message| {
-            let delivery = Delivery::open(message, peer, stream_created);
+            let delivery = Delivery::open(message, spans, stream_created);
             if delivery.is_none() {
                 tracing::warn!("a message that is not a JetStream delivery reached the pull inbox; ignored");
             }

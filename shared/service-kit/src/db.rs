@@ -4,7 +4,7 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use telemetry::{DbOperation, Secret};
+use telemetry::{DbSpans, Secret, Statement, Traced};
 
 /// PostgreSQL settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,27 +22,25 @@ pub struct DbArgs {
 #[error("DATABASE_URL is not a valid PostgreSQL URL")]
 pub struct DbUrlError;
 
-/// A lazily connecting pool plus the names its spans need.
+/// A lazily connecting pool and the spans of its statements.
 #[derive(Debug, Clone)]
 pub struct Db {
     /// The pool.
     pub pool: PgPool,
-    database: String,
-    host: String,
-    port: u16,
+    spans: DbSpans,
 }
 
 impl DbArgs {
-    /// A pool that connects on first use: the service starts (not ready) before the database.
+    /// A pool that connects on first use: the service starts (not ready) before the
+    /// database. Call after `telemetry::init` (the spans use the global tracer).
     pub fn pool(&self) -> Result<Db, DbUrlError> {
         let options = PgConnectOptions::from_str(self.database_url.expose()).map_err(|_| DbUrlError)?;
-        let database = options.get_database().unwrap_or("postgres").to_owned();
-        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        let spans = DbSpans::new(options.get_database().unwrap_or("postgres"), options.get_host(), options.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(self.db_pool_size)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options);
-        Ok(Db { pool, database, host, port })
+        Ok(Db { pool, spans })
     }
 }
 
@@ -52,8 +50,8 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| format!("database: {e}"))
     }
 
-    /// The description of a statement on `collection`, for [`telemetry::db_span`].
-    pub fn operation(&self, operation: &'static str, collection: &'static str, query: &'static str) -> DbOperation<'_> {
-        DbOperation { operation, collection, query, namespace: &self.database, address: &self.host, port: self.port }
+    /// A CLIENT span for `statement`, child of the current context.
+    pub fn span(&self, statement: &Statement) -> Traced {
+        self.spans.span(statement)
     }
 }

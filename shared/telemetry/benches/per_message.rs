@@ -3,48 +3,61 @@
 //!
 //! One message of the persist path, as the worker instruments it with this crate: the
 //! CONSUMER span `process chat.msg.*.*` parented to the producer from the headers (W3C
-//! `traceparent`), its context read once, entered twice (deciding, storing), and the
-//! CLIENT span `ack chat.msg.*.*` inside it. No NATS, no database: only the telemetry.
+//! `traceparent`), its context read once, made current twice (deciding, storing), the
+//! settlement as an `ack` event on it, and the batch's `INSERT chat.messages` span (one
+//! per 256 messages, linked to the other 255). No NATS, no database: only the telemetry.
 //!
-//! Three subscribers in one process, alternated round by round (ABCABC...):
-//! - `off`: the registry and the level filter only (what `OTEL_SDK_DISABLED=true` leaves);
-//! - `spans`: plus the OpenTelemetry layer (the services' lean options), the redacting
-//!   processor and the batch processor, with an exporter that drops batches;
+//! Four setups in one process, alternated round by round (ABCDABCD...):
+//! - `off`: the no-op tracer (what `OTEL_SDK_DISABLED=true` leaves);
+//! - `unsampled`: the SDK with `parentbased_traceidratio` 0.1 and a producer that was not
+//!   sampled (`-00`): what 90 % of the messages cost under 10 % head sampling;
+//! - `spans`: the SDK, every span recorded, the redacting and batch processors, an
+//!   exporter that drops the batches;
 //! - `spans+otlp`: the same, and the exporter encodes every batch to OTLP protobuf as the
 //!   real exporter does before sending it.
 //!
 //! Reports process CPU (all threads, so the batch thread's work counts) and wall time per
-//! message, medians over the rounds, the ratio to `off`, bytes per span, and spans dropped.
+//! message, medians over the rounds, the difference to `off`, bytes per span, and spans
+//! dropped.
 //!
 //! The allocator is mimalloc, as in the service binaries. With glibc malloc the traced
-//! rows cost about 2.4x more (spans are allocated on one thread and freed on the batch
-//! thread, which glibc serialises on its arena locks): remove the two lines below to see it.
+//! rows cost more (spans are allocated on one thread and freed on the batch thread,
+//! which glibc serialises on its arena locks): remove the two lines below to see it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::noop::NoopTracer;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
 use prost::Message as _;
-use telemetry::{Delivery, MessageRef, Peer, RedactingSpanProcessor, Settlement, process_span, settle_span};
-use tracing::Dispatch;
-use tracing::level_filters::LevelFilter;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt as _;
+use telemetry::{DbSpans, Delivery, MessageRef, Messaging, Peer, RedactingSpanProcessor, Settlement, Statement};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const MESSAGES_PER_ROUND: u64 = 100_000;
+const MESSAGES_PER_ROUND: u64 = 102_400;
 const ROUNDS: usize = 7;
+/// Messages between two waits for the exporter.
+const FLUSH_EVERY: u64 = 8192;
+/// Messages per INSERT, as the worker's default BATCH_SIZE.
+const BATCH: usize = 256;
+const INSERT: Statement = Statement {
+    operation: "INSERT",
+    collection: "chat.messages",
+    name: "INSERT chat.messages",
+    query: "INSERT INTO chat.messages (...) SELECT * FROM UNNEST(...)",
+};
 
 /// Counts what reaches the exporter; optionally encodes it like the OTLP exporter.
 #[derive(Debug, Clone, Default)]
@@ -73,47 +86,79 @@ impl SpanExporter for CountingExporter {
 
 struct Setup {
     name: &'static str,
-    dispatch: Dispatch,
+    messaging: Messaging,
+    db: DbSpans,
+    sampled: bool,
     provider: Option<SdkTracerProvider>,
     exporter: CountingExporter,
     cpu: Vec<f64>,
     wall: Vec<f64>,
 }
 
+/// How a setup's spans are made.
+enum Mode {
+    Off,
+    Unsampled,
+    Spans { encode: bool },
+}
+
 impl Setup {
-    fn new(name: &'static str, export: Option<bool>) -> Self {
-        let filter = Targets::new().with_default(LevelFilter::INFO);
-        let exporter = CountingExporter { encode: export.unwrap_or(false), ..CountingExporter::default() };
-        let (dispatch, provider) = match export {
-            None => (Dispatch::new(tracing_subscriber::registry().with(filter)), None),
-            Some(_) => {
-                // A queue large enough that nothing is dropped: dropped spans cost nothing.
-                let config = BatchConfigBuilder::default().with_max_queue_size(1 << 20).build();
+    fn new(name: &'static str, mode: &Mode, peer: &Peer) -> Self {
+        let encode = matches!(mode, Mode::Spans { encode: true });
+        let exporter = CountingExporter { encode, ..CountingExporter::default() };
+        let (tracer, provider) = match mode {
+            Mode::Off => (BoxedTracer::new(Box::new(NoopTracer::new())), None),
+            Mode::Unsampled | Mode::Spans { .. } => {
+                // A queue that holds what is made between two flushes: nothing is dropped
+                // (dropped spans cost nothing and would flatter the figures).
+                let config = BatchConfigBuilder::default()
+                    .with_max_queue_size(2 * FLUSH_EVERY as usize)
+                    .with_max_export_batch_size(2048)
+                    .build();
                 let batch = BatchSpanProcessor::builder(exporter.clone()).with_batch_config(config).build();
                 let provider = SdkTracerProvider::builder()
                     .with_resource(Resource::builder().with_service_name("persist-worker").build())
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))))
                     .with_span_processor(RedactingSpanProcessor::new(batch))
                     .build();
-                let layer = tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("persist-worker"))
-                    .with_location(false)
-                    .with_threads(false)
-                    .with_tracked_inactivity(false)
-                    .with_target(false);
-                (Dispatch::new(tracing_subscriber::registry().with(filter).with(layer)), Some(provider))
+                (BoxedTracer::new(Box::new(provider.tracer("persist-worker"))), Some(provider))
             }
         };
-        Self { name, dispatch, provider, exporter, cpu: Vec::new(), wall: Vec::new() }
+        let db_tracer = match &provider {
+            Some(provider) => BoxedTracer::new(Box::new(provider.tracer("telemetry"))),
+            None => BoxedTracer::new(Box::new(NoopTracer::new())),
+        };
+        Self {
+            name,
+            messaging: Messaging::with_tracer(tracer, peer),
+            db: DbSpans::with_tracer(db_tracer, "chat", "postgres", 5432),
+            sampled: !matches!(mode, Mode::Unsampled),
+            provider,
+            exporter,
+            cpu: Vec::new(),
+            wall: Vec::new(),
+        }
     }
 
-    fn round(&mut self, headers: &HeaderMap, peer: &Peer) {
+    fn round(&mut self, sampled: &HeaderMap, unsampled: &HeaderMap) {
+        let headers = if self.sampled { sampled } else { unsampled };
         let cpu_before = process_cpu_seconds();
         let started = Instant::now();
-        tracing::dispatcher::with_default(&self.dispatch, || {
-            for sequence in 0..MESSAGES_PER_ROUND {
-                one_message(headers, peer, sequence);
+        let mut batch = Vec::with_capacity(BATCH);
+        for sequence in 0..MESSAGES_PER_ROUND {
+            batch.push(one_message(&self.messaging, headers, sequence));
+            if batch.len() == BATCH {
+                insert(&self.db, &batch);
+                batch.clear();
             }
-        });
+            // The export keeps up, as at a service's real rate: the queue stays small
+            // (memory as in a service) and every span's export is counted in this round.
+            if (sequence + 1) % FLUSH_EVERY == 0
+                && let Some(provider) = &self.provider
+            {
+                let _ = provider.force_flush();
+            }
+        }
         if let Some(provider) = &self.provider {
             let _ = provider.force_flush();
         }
@@ -124,8 +169,9 @@ impl Setup {
 }
 
 /// The worker's instrumentation of one delivery (see `persist-worker/src/delivery.rs`
-/// and `batch.rs`), with the work itself left out.
-fn one_message(headers: &HeaderMap, peer: &Peer, sequence: u64) {
+/// and `batch.rs`), with the work itself left out. Returns what the batch keeps: the
+/// span (ended after the INSERT, as the worker settles after commit).
+fn one_message(spans: &Messaging, headers: &HeaderMap, sequence: u64) -> telemetry::Traced {
     let message_id = "0af7651916cd43dd8448eb211c80319c-0";
     let msg = MessageRef {
         subject: "chat.msg.general.alice",
@@ -134,12 +180,29 @@ fn one_message(headers: &HeaderMap, peer: &Peer, sequence: u64) {
         body_size: 64,
     };
     let facts = Delivery { stream_sequence: sequence + 1, delivery_count: 1, queue_wait_seconds: 0.002 };
-    let span = process_span(&msg, Some(headers), Some(&facts), "persist-worker", peer);
-    let trace_id = span.context().span().span_context().trace_id();
+    let span = spans.process(&msg, Some(headers), Some(&facts), "persist-worker");
+    let trace_id = span.span_context().trace_id();
     std::hint::black_box(trace_id);
     span.in_scope(|| std::hint::black_box(sequence)); // deciding
-    let ack = span.in_scope(|| settle_span(Settlement::Ack, &msg, peer));
-    ack.in_scope(|| std::hint::black_box(sequence)); // the ack's publish
+    span
+}
+
+/// The batch's INSERT span (a child of the first delivery, linked to the others), then
+/// each delivery's settlement as an event and the end of its span.
+fn insert(db: &DbSpans, batch: &[telemetry::Traced]) {
+    let span = batch[0].in_scope(|| db.span(&INSERT));
+    if span.is_recording() {
+        for delivery in &batch[1..] {
+            span.add_link(delivery.span_context());
+        }
+    }
+    span.end();
+    let msg =
+        MessageRef { subject: "chat.msg.general.alice", template: "chat.msg.*.*", message_id: None, body_size: 64 };
+    for delivery in batch {
+        let _ = Messaging::settle_event(delivery, Settlement::Ack, None, &msg);
+        delivery.end();
+    }
 }
 
 /// utime + stime of this process (all threads), in seconds.
@@ -158,38 +221,63 @@ fn median(values: &[f64]) -> f64 {
 
 fn main() {
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
-    let mut headers = HeaderMap::new();
-    headers.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let mut sampled = HeaderMap::new();
+    sampled.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let mut unsampled = HeaderMap::new();
+    unsampled.insert("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
     let peer = Peer { address: "nats".into(), port: 4222 };
-    let mut setups = [Setup::new("off", None), Setup::new("spans", Some(false)), Setup::new("spans+otlp", Some(true))];
+    let mut setups = vec![
+        Setup::new("off", &Mode::Off, &peer),
+        Setup::new("unsampled", &Mode::Unsampled, &peer),
+        Setup::new("spans", &Mode::Spans { encode: false }, &peer),
+        Setup::new("spans+otlp", &Mode::Spans { encode: true }, &peer),
+    ];
+    // PER_MESSAGE_ONLY=spans+otlp runs one setup (to profile it with perf).
+    if let Ok(only) = std::env::var("PER_MESSAGE_ONLY") {
+        setups.retain(|s| s.name == "off" || s.name == only);
+    }
 
     for setup in &mut setups {
-        setup.round(&headers, &peer); // warm-up, discarded
+        setup.round(&sampled, &unsampled); // warm-up, discarded
         setup.cpu.clear();
         setup.wall.clear();
     }
     for _ in 0..ROUNDS {
         for setup in &mut setups {
-            setup.round(&headers, &peer);
+            setup.round(&sampled, &unsampled);
         }
     }
 
     let off_cpu = median(&setups[0].cpu);
-    println!("per message, median of {ROUNDS} rounds of {MESSAGES_PER_ROUND} (2 spans each when traced):");
+    println!(
+        "per message, median of {ROUNDS} rounds of {MESSAGES_PER_ROUND} (a process span with an ack event, \
+         and an INSERT span per {BATCH} messages, when recorded):"
+    );
     for setup in &setups {
         let (cpu, wall) = (median(&setup.cpu), median(&setup.wall));
-        let created = 2 * MESSAGES_PER_ROUND * (ROUNDS as u64 + 1);
+        let per_round = MESSAGES_PER_ROUND + MESSAGES_PER_ROUND / BATCH as u64;
+        let created = if setup.sampled { per_round * (ROUNDS as u64 + 1) } else { 0 };
         let exported = setup.exporter.spans.load(Ordering::Relaxed);
         let bytes = setup.exporter.bytes.load(Ordering::Relaxed);
         let detail = match &setup.provider {
             None => String::new(),
             Some(_) => format!(
-                "   spans dropped {}{}",
+                "   spans exported {exported}, dropped {}{}",
                 created.saturating_sub(exported),
-                if bytes > 0 { format!(", {} B/span OTLP", bytes / exported.max(1)) } else { String::new() }
+                if bytes > 0 {
+                    format!(", {} B/message OTLP", bytes / (MESSAGES_PER_ROUND * (ROUNDS as u64 + 1)))
+                } else {
+                    String::new()
+                }
             ),
         };
-        println!("  {:<11} CPU {:6.2} µs ({:5.2}x off)   wall {:6.2} µs{detail}", setup.name, cpu, cpu / off_cpu, wall);
+        println!(
+            "  {:<11} CPU {:6.2} µs (+{:5.2} µs over off)   wall {:6.2} µs{detail}",
+            setup.name,
+            cpu,
+            cpu - off_cpu,
+            wall
+        );
     }
     for setup in &setups {
         if let Some(provider) = &setup.provider {

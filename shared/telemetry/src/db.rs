@@ -1,55 +1,93 @@
 //! Database client spans following the OpenTelemetry database conventions
-//! (`{db.operation.name} {db.collection.name}`, kind CLIENT, parameterised query text).
+//! (`{db.operation.name} {db.collection.name}`, kind CLIENT, parameterised query text),
+//! built with the OpenTelemetry API; the attributes of the database (system, namespace,
+//! server) are built once per pool.
 
-use tracing::Span;
-use tracing::field::Empty;
+use std::borrow::Cow;
+use std::sync::Arc;
 
-use crate::spans::record_failure;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
 
-/// One database operation, described for its span.
+use crate::spans::{Traced, record_failure};
+
+/// The spans of one database: its tracer and the attributes every statement shares.
+#[derive(Clone)]
+pub struct DbSpans {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tracer: BoxedTracer,
+    shared: [KeyValue; 4],
+}
+
+impl std::fmt::Debug for DbSpans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbSpans").field("shared", &self.inner.shared).finish_non_exhaustive()
+    }
+}
+
+/// One statement, described for its span.
 #[derive(Debug, Clone, Copy)]
-pub struct DbOperation<'a> {
+pub struct Statement {
     /// `INSERT`, `SELECT`, ...
     pub operation: &'static str,
     /// Schema-qualified table, e.g. `chat.messages`.
     pub collection: &'static str,
+    /// The span name, `{operation} {collection}`.
+    pub name: &'static str,
     /// The parameterised SQL; never values.
     pub query: &'static str,
-    /// Database name (`db.namespace`).
-    pub namespace: &'a str,
-    /// Server host (`server.address`).
-    pub address: &'a str,
-    /// Server port (`server.port`).
-    pub port: u16,
 }
 
-/// A CLIENT span `<operation> <collection>`, child of the current span.
-pub fn db_span(op: &DbOperation<'_>) -> Span {
-    tracing::info_span!(
-        "db",
-        otel.name = %format_args!("{} {}", op.operation, op.collection),
-        otel.kind = "client",
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        error.type = Empty,
-        db.system.name = "postgresql",
-        db.namespace = op.namespace,
-        db.collection.name = op.collection,
-        db.operation.name = op.operation,
-        db.query.text = op.query,
-        db.operation.batch.size = Empty,
-        db.response.returned_rows = Empty,
-        db.response.status_code = Empty,
-        server.address = op.address,
-        server.port = i64::from(op.port),
-    )
+impl DbSpans {
+    /// Spans of the global tracer for a PostgreSQL database `namespace` at `address:port`.
+    pub fn new(namespace: &str, address: &str, port: u16) -> Self {
+        Self::with_tracer(opentelemetry::global::tracer("telemetry"), namespace, address, port)
+    }
+
+    /// Spans of `tracer` (benchmarks and tests bring their own provider).
+    pub fn with_tracer(tracer: BoxedTracer, namespace: &str, address: &str, port: u16) -> Self {
+        let shared = |s: &str| Value::String(StringValue::from(Arc::<str>::from(s)));
+        let shared = [
+            KeyValue::new("db.system.name", "postgresql"),
+            KeyValue::new("db.namespace", shared(namespace)),
+            KeyValue::new("server.address", shared(address)),
+            KeyValue::new("server.port", i64::from(port)),
+        ];
+        Self { inner: Arc::new(Inner { tracer, shared }) }
+    }
+
+    /// A CLIENT span for `statement`, child of the current context.
+    pub fn span(&self, statement: &Statement) -> Traced {
+        let tracer = &self.inner.tracer;
+        let parent = Context::current();
+        let span = tracer
+            .span_builder(Cow::Borrowed(statement.name))
+            .with_kind(SpanKind::Client)
+            .start_with_context(tracer, &parent);
+        let cx = parent.with_span(span);
+        if cx.span().is_recording() {
+            let mut attributes = Vec::with_capacity(8);
+            attributes.extend(self.inner.shared.iter().cloned());
+            attributes.extend([
+                KeyValue::new("db.collection.name", statement.collection),
+                KeyValue::new("db.operation.name", statement.operation),
+                KeyValue::new("db.query.text", statement.query),
+            ]);
+            cx.span().set_attributes(attributes);
+        }
+        Traced::from_context(cx)
+    }
 }
 
 /// Marks a database span failed: the SQLSTATE (when the server sent one) as
 /// `db.response.status_code` and `error.type`, otherwise `error_type`.
-pub fn record_db_failure(span: &Span, sqlstate: Option<&str>, error_type: &str, description: &str) {
+pub fn record_db_failure(span: &Traced, sqlstate: Option<&str>, error_type: &str, description: &str) {
     if let Some(code) = sqlstate {
-        span.record("db.response.status_code", code);
+        span.set_attribute(KeyValue::new("db.response.status_code", code.to_owned()));
     }
     record_failure(span, sqlstate.unwrap_or(error_type), description);
 }

@@ -5,9 +5,10 @@
 //!   a [`TelemetryGuard`] whose [`shutdown`](TelemetryGuard::shutdown) flushes them.
 //! - [`inject_context`] / [`extract_context`] carry trace context in NATS headers;
 //!   malformed or hostile headers start a new root, warn once and are counted.
-//! - [`publish_span`], [`request_span`], [`server_span`], [`process_span`],
-//!   [`settle_span`] make the messaging spans of DESIGN.md 5.2, parented correctly;
-//!   [`run_with_deadline`] ends a span `ERROR` / `Timeout` when work outlives its deadline.
+//! - [`Messaging`] makes the messaging spans of DESIGN.md 5.2 with the OpenTelemetry API
+//!   (publish, request, server, process, settle), parented correctly, as [`Traced`]
+//!   handles; [`DbSpans`] the database spans; [`run_with_deadline`] ends a span `ERROR` /
+//!   `Timeout` when work outlives its deadline.
 //! - The attribute [policy](is_sensitive_key) keeps tokens, passwords, JWTs, seeds and
 //!   message bodies out of every exported span, event and log record.
 //! - [`Health`] serves `/healthz` and `/readyz`; [`probe`] backs `healthcheck` subcommands.
@@ -19,29 +20,31 @@
 //!
 //! ```no_run
 //! use futures::StreamExt as _;
-//! use telemetry::{MessageRef, Peer, inject_span, process_span, publish_span};
-//! use tracing::Instrument as _;
+//! use telemetry::{MessageRef, Messaging, Peer};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let guard = telemetry::init(telemetry::service_info!())?;
 //!     let url = "nats://127.0.0.1:4222";
-//!     let (client, peer) = (async_nats::connect(url).await?, Peer::from_url(url));
+//!     let client = async_nats::connect(url).await?;
+//!     let spans = Messaging::new("demo", &Peer::from_url(url));
 //!     let mut sub = client.subscribe("chat.msg.general.alice").await?;
 //!
 //!     // Producer: a PRODUCER span whose context travels in the headers.
 //!     let body = bytes::Bytes::from_static(br#"{"text":"hi"}"#);
 //!     let msg = MessageRef { subject: "chat.msg.general.alice", template: "chat.msg.*.*", message_id: None, body_size: body.len() };
-//!     let span = publish_span(&msg, &peer);
+//!     let span = spans.publish(&msg);
 //!     let mut headers = async_nats::HeaderMap::new();
-//!     inject_span(&span, &mut headers);
-//!     client.publish_with_headers(msg.subject, headers, body).instrument(span).await?;
+//!     span.inject(&mut headers);
+//!     span.scope(client.publish_with_headers(msg.subject, headers, body)).await?;
+//!     span.end();
 //!
-//!     // Consumer: a CONSUMER span, child of the producer span, parented before entering.
+//!     // Consumer: a CONSUMER span, child of the producer span; log lines inside carry its ids.
 //!     if let Some(m) = sub.next().await {
 //!         let msg = MessageRef { subject: &m.subject, template: "chat.msg.*.*", message_id: None, body_size: m.payload.len() };
-//!         let span = process_span(&msg, m.headers.as_ref(), None, "demo", &peer);
-//!         async { tracing::info!("processing") }.instrument(span).await;
+//!         let span = spans.process(&msg, m.headers.as_ref(), None, "demo");
+//!         span.scope(async { tracing::info!("processing") }).await;
+//!         span.end();
 //!     }
 //!     guard.shutdown().await;
 //!     Ok(())
@@ -59,7 +62,7 @@ mod setup;
 mod spans;
 mod stdout;
 
-pub use db::{DbOperation, db_span, record_db_failure};
+pub use db::{DbSpans, Statement, record_db_failure};
 pub use health::{CheckResult, Health, HealthArgs, HealthServer, ProbeError, healthcheck, probe, shutdown_signal};
 pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key, redact_url};
 pub use propagation::{
@@ -69,6 +72,5 @@ pub use propagation::{
 pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
 pub use setup::{InitError, ServiceInfo, TelemetryGuard, init, run_service};
 pub use spans::{
-    DeadlineExceeded, Delivery, MessageRef, Peer, Settlement, inject_span, process_span, publish_span, record_failure,
-    request_span, run_with_deadline, server_span, settle_span,
+    DeadlineExceeded, Delivery, MessageRef, Messaging, Peer, Settlement, Traced, record_failure, run_with_deadline,
 };

@@ -107,22 +107,26 @@ impl std::fmt::Display for Secret {
 /// assert!(!telemetry::is_sensitive_key("messaging.message.body.size"));
 /// ```
 pub fn is_sensitive_key(key: &str) -> bool {
-    // Every attribute of every span passes here at export; keys repeat, so remember answers.
+    // Every attribute of every span passes here at export, and keys repeat (most are
+    // `&'static str` literals at a fixed address): a small direct-mapped cache indexed by
+    // the key's address remembers answers. A hit also compares the text, so a key at a
+    // reused address is never mistaken for another. No hashing of the key's bytes.
+    const SLOTS: usize = 512;
     thread_local! {
-        static DECIDED: std::cell::RefCell<std::collections::HashMap<Box<str>, bool>> = Default::default();
+        static DECIDED: std::cell::RefCell<Vec<Option<(Box<str>, bool)>>> = std::cell::RefCell::new(vec![None; SLOTS]);
     }
-    const MAX_REMEMBERED: usize = 4096;
-    if let Some(known) = DECIDED.with(|d| d.borrow().get(key).copied()) {
-        return known;
-    }
-    let sensitive = decide(key);
+    let slot = (key.as_ptr() as usize >> 3).wrapping_add(key.len()) % SLOTS;
     DECIDED.with(|d| {
         let mut d = d.borrow_mut();
-        if d.len() < MAX_REMEMBERED {
-            d.insert(key.into(), sensitive);
+        match &d[slot] {
+            Some((known, sensitive)) if **known == *key => *sensitive,
+            _ => {
+                let sensitive = decide(key);
+                d[slot] = Some((key.into(), sensitive));
+                sensitive
+            }
         }
-    });
-    sensitive
+    })
 }
 
 fn decide(key: &str) -> bool {

@@ -1,24 +1,30 @@
 //! Spans for NATS messaging, named and attributed as DESIGN.md 5.2 and the OpenTelemetry
-//! messaging conventions ask.
+//! messaging conventions ask, built with the OpenTelemetry API directly: they are on the
+//! per-message path, where a `tracing` span costs several times a raw one.
 //!
 //! Owns: span names (`{operation} {subject template}`, never a raw subject), kinds,
-//! `messaging.*` / `server.*` attributes, parenting from message headers, and how a
-//! failure or a missed deadline is recorded on a span.
+//! `messaging.*` / `server.*` attributes, parenting from message headers, how a failure
+//! or a missed deadline is recorded, and [`Traced`], the handle a span is used through.
 //!
-//! Every helper returns a [`tracing::Span`] that has **not** been entered yet. Consumer
-//! and server spans get their parent from the message headers before anything can
-//! enter them (tracing-opentelemetry refuses `set_parent` once a span has started).
+//! Cost rules, measured by `benches/per_message.rs`: the static attributes of a span are
+//! built once per service ([`Messaging`]); a span's name is a `&'static str` (made once
+//! per operation and template); per-message attributes are built only when the sampler
+//! records the span; the parent context is extracted once per message.
+//!
+//! Log lines and `tracing` spans (database spans, for example) inside a [`Traced`] future
+//! or closure ([`Traced::scope`], [`Traced::in_scope`]) carry its trace and span ids:
+//! the span's context is the current OpenTelemetry context while they run.
 
+use std::borrow::Cow;
 use std::future::Future;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::Status;
-use tracing::Span;
-use tracing::field::Empty;
-use tracing::instrument::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::context::{FutureExt as _, WithContext};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use crate::propagation::{extract_context, inject_context};
 
@@ -28,7 +34,7 @@ pub struct MessageRef<'a> {
     /// The real subject, e.g. `chat.msg.general.alice` (`messaging.destination.name`).
     pub subject: &'a str,
     /// Its low-cardinality template, e.g. `chat.msg.*.*` (`messaging.destination.template`).
-    pub template: &'a str,
+    pub template: &'static str,
     /// `Nats-Msg-Id`, when the message has one (`messaging.message.id`).
     pub message_id: Option<&'a str>,
     /// Payload size in bytes (`messaging.message.body.size`).
@@ -89,7 +95,7 @@ impl Delivery {
     }
 }
 
-/// How a JetStream delivery was settled; the operation name of the settle span.
+/// How a JetStream delivery was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
     /// Processed; never redelivered.
@@ -103,7 +109,7 @@ pub enum Settlement {
 }
 
 impl Settlement {
-    /// `ack`, `nak`, `term` or `progress`.
+    /// `ack`, `nak`, `term` or `progress`: the event's (or settle span's) name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ack => "ack",
@@ -114,110 +120,311 @@ impl Settlement {
     }
 }
 
-/// tracing-opentelemetry 0.34 exports unsigned integers as strings (its span visitor has
-/// no `record_u64`), so integer attributes are always recorded as `i64`.
 fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// One span shape for every messaging operation; fields not set stay off the span.
-/// Every value is given at creation (`None` leaves the attribute off): a later
-/// `record` is another trip through the subscriber, and this runs once per message.
-fn messaging_span(
-    kind: &'static str,
+fn text(value: &str) -> Value {
+    Value::String(StringValue::from(value.to_owned()))
+}
+
+/// `{operation} {template}` as a `&'static str`, made once per pair (span names are
+/// `Cow<'static, str>`: a borrowed name costs no allocation per span). The pairs are few
+/// and their strings are literals: a short list searched by address, no hashing.
+fn span_name(operation: &'static str, template: &'static str) -> &'static str {
+    type Names = Vec<((usize, usize), &'static str)>;
+    static NAMES: OnceLock<RwLock<Names>> = OnceLock::new();
+    let names = NAMES.get_or_init(RwLock::default);
+    let key = (operation.as_ptr() as usize ^ operation.len(), template.as_ptr() as usize ^ template.len());
+    let find = |names: &Names| {
+        names.iter().find(|(k, name)| *k == key && name.len() == operation.len() + 1 + template.len()).map(|(_, n)| *n)
+    };
+    if let Some(name) = names.read().ok().and_then(|n| find(&n)) {
+        return name;
+    }
+    let Ok(mut names) = names.write() else { return operation };
+    if let Some(name) = find(&names) {
+        return name;
+    }
+    let name: &'static str = Box::leak(format!("{operation} {template}").into_boxed_str());
+    names.push((key, name));
+    name
+}
+
+/// A started span and its context: what the code holds while it works on a message.
+/// Cheap to clone; the span ends at [`Traced::end`] or when the last clone is dropped.
+#[derive(Debug, Clone, Default)]
+pub struct Traced {
+    cx: Context,
+}
+
+impl Traced {
+    /// No span: used where tracing is off for a path (and in tests).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Wraps a context (its active span) as a `Traced`.
+    pub fn from_context(cx: Context) -> Self {
+        Self { cx }
+    }
+
+    /// The context, with this span active (for parenting and injection).
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// The span's identity.
+    pub fn span_context(&self) -> SpanContext {
+        self.cx.span().span_context().clone()
+    }
+
+    /// Whether the span is recorded (sampled); attributes and events of a span that is
+    /// not are dropped, so callers may skip building them.
+    pub fn is_recording(&self) -> bool {
+        self.cx.span().is_recording()
+    }
+
+    /// Runs `future` with this span as the current context (log lines and `tracing`
+    /// spans inside become its children). The async twin of [`Traced::in_scope`] (not
+    /// named `instrument`, which `tracing::Instrument` would shadow).
+    pub fn scope<F: Future>(&self, future: F) -> WithContext<F> {
+        future.with_context(self.cx.clone())
+    }
+
+    /// Runs `f` with this span as the current context.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _current = self.cx.clone().attach();
+        f()
+    }
+
+    /// Sets one attribute (dropped if the span is not recorded).
+    pub fn set_attribute(&self, attribute: KeyValue) {
+        self.cx.span().set_attribute(attribute);
+    }
+
+    /// Adds an event (dropped if the span is not recorded).
+    pub fn add_event(&self, name: &'static str, attributes: Vec<KeyValue>) {
+        self.cx.span().add_event(name, attributes);
+    }
+
+    /// Links another span (e.g. the other deliveries of a batch INSERT).
+    pub fn add_link(&self, span_context: SpanContext) {
+        self.cx.span().add_link(span_context, Vec::new());
+    }
+
+    /// Injects this span's context into `headers` (W3C trace context and baggage).
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        inject_context(&self.cx, headers);
+    }
+
+    /// Ends the span now.
+    pub fn end(&self) {
+        self.cx.span().end();
+    }
+}
+
+/// The messaging spans of one service: its tracer and the attributes that are the same
+/// for every span (the server it talks to), built once. Cheap to clone.
+#[derive(Clone)]
+pub struct Messaging {
+    inner: Arc<MessagingInner>,
+}
+
+struct MessagingInner {
+    tracer: BoxedTracer,
+    server: [KeyValue; 2],
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging").field("server", &self.inner.server).finish_non_exhaustive()
+    }
+}
+
+/// The shape of one messaging span.
+struct Shape<'a> {
+    kind: SpanKind,
     operation: &'static str,
-    op_type: &'static str,
-    msg: &MessageRef<'_>,
-    peer: &Peer,
-    group: Option<&str>,
-    delivery: Option<&Delivery>,
-) -> Span {
-    tracing::info_span!(
-        "messaging",
-        otel.name = %format_args!("{operation} {}", msg.template),
-        otel.kind = kind,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        error.type = Empty,
-        messaging.system = "nats",
-        messaging.operation.name = operation,
-        messaging.operation.type = op_type,
-        messaging.destination.name = msg.subject,
-        messaging.destination.template = msg.template,
-        messaging.message.id = msg.message_id,
-        messaging.message.body.size = as_i64(msg.body_size as u64),
-        messaging.consumer.group.name = group,
-        messaging.message_redelivered = delivery.map(Delivery::is_redelivery),
-        messaging.nats.delivery_count = delivery.map(|d| as_i64(d.delivery_count)),
-        messaging.nats.stream.sequence = delivery.map(|d| as_i64(d.stream_sequence)),
-        messaging.nats.queue_wait = delivery.map(|d| d.queue_wait_seconds),
-        server.address = %peer.address,
-        server.port = i64::from(peer.port),
-        enduser.id = Empty,
-    )
+    operation_type: &'static str,
+    group: Option<&'static str>,
+    delivery: Option<&'a Delivery>,
 }
 
-/// PRODUCER span `publish <template>`, child of the current span (or a new root).
-/// Inject its context with [`inject_span`] before publishing.
-pub fn publish_span(msg: &MessageRef<'_>, peer: &Peer) -> Span {
-    messaging_span("producer", "publish", "send", msg, peer, None, None)
-}
+impl Messaging {
+    /// Spans of the global tracer provider (set by [`crate::init`]) for a client of `peer`.
+    pub fn new(scope: &'static str, peer: &Peer) -> Self {
+        Self::with_tracer(opentelemetry::global::tracer(scope), peer)
+    }
 
-/// CLIENT span `request <template>` for a request/reply call, child of the current span.
-pub fn request_span(msg: &MessageRef<'_>, peer: &Peer) -> Span {
-    messaging_span("client", "request", "send", msg, peer, None, None)
-}
+    /// Spans of `tracer` (benchmarks and tests bring their own provider).
+    pub fn with_tracer(tracer: BoxedTracer, peer: &Peer) -> Self {
+        let address: Arc<str> = Arc::from(peer.address.as_str());
+        let server = [
+            KeyValue::new("server.address", Value::String(StringValue::from(address))),
+            KeyValue::new("server.port", i64::from(peer.port)),
+        ];
+        Self { inner: Arc::new(MessagingInner { tracer, server }) }
+    }
 
-/// SERVER span `process <template>` for answering a request, parented to the
-/// requester's span from `headers` (a new root if they carry none or a bad one).
-pub fn server_span(msg: &MessageRef<'_>, headers: Option<&HeaderMap>, group: &str, peer: &Peer) -> Span {
-    let span = messaging_span("server", "process", "process", msg, peer, Some(group), None);
-    set_remote_parent(&span, headers);
-    span
-}
+    /// One span shape for every messaging operation; the attributes are built only when
+    /// the sampler records the span.
+    fn start(&self, shape: &Shape<'_>, msg: &MessageRef<'_>, parent: &Context) -> Traced {
+        let tracer = &self.inner.tracer;
+        let name = span_name(shape.operation, msg.template);
+        let span =
+            tracer.span_builder(Cow::Borrowed(name)).with_kind(shape.kind.clone()).start_with_context(tracer, parent);
+        let cx = parent.with_span(span);
+        if cx.span().is_recording() {
+            let mut attributes = Vec::with_capacity(16);
+            attributes.extend([
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("messaging.operation.name", shape.operation),
+                KeyValue::new("messaging.operation.type", shape.operation_type),
+                KeyValue::new("messaging.destination.name", text(msg.subject)),
+                KeyValue::new("messaging.destination.template", msg.template),
+                KeyValue::new("messaging.message.body.size", as_i64(msg.body_size as u64)),
+            ]);
+            attributes.extend(self.inner.server.iter().cloned());
+            if let Some(id) = msg.message_id {
+                attributes.push(KeyValue::new("messaging.message.id", text(id)));
+            }
+            if let Some(group) = shape.group {
+                attributes.push(KeyValue::new("messaging.consumer.group.name", group));
+            }
+            if let Some(d) = shape.delivery {
+                attributes.extend([
+                    KeyValue::new("messaging.message_redelivered", d.is_redelivery()),
+                    KeyValue::new("messaging.nats.delivery_count", as_i64(d.delivery_count)),
+                    KeyValue::new("messaging.nats.stream.sequence", as_i64(d.stream_sequence)),
+                    KeyValue::new("messaging.nats.queue_wait", d.queue_wait_seconds),
+                ]);
+            }
+            cx.span().set_attributes(attributes);
+        }
+        Traced { cx }
+    }
 
-/// CONSUMER span `process <template>` for one delivery, parented to the producer span
-/// from `headers` (a new root if they carry none or a bad one).
-pub fn process_span(
-    msg: &MessageRef<'_>,
-    headers: Option<&HeaderMap>,
-    delivery: Option<&Delivery>,
-    group: &str,
-    peer: &Peer,
-) -> Span {
-    let span = messaging_span("consumer", "process", "process", msg, peer, Some(group), delivery);
-    set_remote_parent(&span, headers);
-    span
-}
+    /// PRODUCER span `publish <template>`, child of the current context (or a new root).
+    /// Inject it with [`Traced::inject`] before publishing.
+    pub fn publish(&self, msg: &MessageRef<'_>) -> Traced {
+        let shape = Shape {
+            kind: SpanKind::Producer,
+            operation: "publish",
+            operation_type: "send",
+            group: None,
+            delivery: None,
+        };
+        self.start(&shape, msg, &Context::current())
+    }
 
-/// CLIENT span `ack <template>` (`nak`, `term`, `progress`), child of the current span.
-pub fn settle_span(settlement: Settlement, msg: &MessageRef<'_>, peer: &Peer) -> Span {
-    messaging_span("client", settlement.as_str(), "settle", msg, peer, None, None)
-}
+    /// CLIENT span `request <template>` for a request/reply call, child of the current context.
+    pub fn request(&self, msg: &MessageRef<'_>) -> Traced {
+        let shape =
+            Shape { kind: SpanKind::Client, operation: "request", operation_type: "send", group: None, delivery: None };
+        self.start(&shape, msg, &Context::current())
+    }
 
-/// Injects `span`'s context into `headers` (starting the span if it had not started).
-pub fn inject_span(span: &Span, headers: &mut HeaderMap) {
-    inject_context(&span.context(), headers);
-}
+    /// SERVER span `process <template>` for answering a request, parented to the
+    /// requester's span from `headers` (a new root if they carry none or a bad one).
+    pub fn server(&self, msg: &MessageRef<'_>, headers: Option<&HeaderMap>, group: &'static str) -> Traced {
+        let shape = Shape {
+            kind: SpanKind::Server,
+            operation: "process",
+            operation_type: "process",
+            group: Some(group),
+            delivery: None,
+        };
+        self.start(&shape, msg, &extract_context(headers))
+    }
 
-fn set_remote_parent(span: &Span, headers: Option<&HeaderMap>) {
-    // An empty context makes the span a root instead of a child of whatever span happens
-    // to be current in the consumer loop. Errors only mean tracing is off for this span.
-    let _ = span.set_parent(extract_context(headers));
+    /// CONSUMER span `process <template>` for one delivery, parented to the producer span
+    /// from `headers` (a new root if they carry none or a bad one).
+    pub fn process(
+        &self,
+        msg: &MessageRef<'_>,
+        headers: Option<&HeaderMap>,
+        delivery: Option<&Delivery>,
+        group: &'static str,
+    ) -> Traced {
+        let shape = Shape {
+            kind: SpanKind::Consumer,
+            operation: "process",
+            operation_type: "process",
+            group: Some(group),
+            delivery,
+        };
+        self.start(&shape, msg, &extract_context(headers))
+    }
+
+    /// INTERNAL span `name` (a step of the work), child of the current context.
+    pub fn internal(&self, name: &'static str) -> Traced {
+        let tracer = &self.inner.tracer;
+        let parent = Context::current();
+        let span =
+            tracer.span_builder(Cow::Borrowed(name)).with_kind(SpanKind::Internal).start_with_context(tracer, &parent);
+        Traced { cx: parent.with_span(span) }
+    }
+
+    /// The settlement of a delivery processed in `span`: by default an event on it (see
+    /// [`Messaging::settle_event`]), or with `as_span` a CLIENT span `ack <template>`
+    /// (`nak`, `term`) child of it, returned so that the settlement's publish runs inside.
+    pub fn settle(
+        &self,
+        span: &Traced,
+        settlement: Settlement,
+        delay: Option<Duration>,
+        msg: &MessageRef<'_>,
+        as_span: bool,
+    ) -> Traced {
+        if !as_span {
+            return Self::settle_event(span, settlement, delay, msg);
+        }
+        let shape = Shape {
+            kind: SpanKind::Client,
+            operation: settlement.as_str(),
+            operation_type: "settle",
+            group: None,
+            delivery: None,
+        };
+        self.start(&shape, msg, span.context())
+    }
+
+    /// The settlement as an event `ack` (`nak` with its delay, `term`) on `span`, with
+    /// `messaging.operation.type = settle`; returns no span.
+    pub fn settle_event(
+        span: &Traced,
+        settlement: Settlement,
+        delay: Option<Duration>,
+        _msg: &MessageRef<'_>,
+    ) -> Traced {
+        if span.is_recording() {
+            let mut attributes = vec![
+                KeyValue::new("messaging.operation.type", "settle"),
+                KeyValue::new("messaging.operation.name", settlement.as_str()),
+            ];
+            if let Some(delay) = delay {
+                attributes.push(KeyValue::new("messaging.nats.nak_delay", delay.as_secs_f64()));
+            }
+            span.add_event(settlement.as_str(), attributes);
+        }
+        Traced::none()
+    }
 }
 
 /// Marks `span` failed: status `ERROR` with `description`, attribute `error.type` and
 /// an `exception` event. The description must not contain secrets or message bodies.
-pub fn record_failure(span: &Span, error_type: &str, description: &str) {
-    span.record("error.type", error_type);
-    span.add_event(
+pub fn record_failure(span: &Traced, error_type: &str, description: &str) {
+    if !span.is_recording() {
+        return;
+    }
+    let current = span.context().span();
+    current.set_attribute(KeyValue::new("error.type", text(error_type)));
+    current.add_event(
         "exception",
-        vec![
-            KeyValue::new("exception.type", error_type.to_owned()),
-            KeyValue::new("exception.message", description.to_owned()),
-        ],
+        vec![KeyValue::new("exception.type", text(error_type)), KeyValue::new("exception.message", text(description))],
     );
-    span.set_status(Status::error(description.to_owned()));
+    current.set_status(Status::error(description.to_owned()));
 }
 
 /// The unit of work did not finish within its deadline.
@@ -229,20 +436,21 @@ pub struct DeadlineExceeded(pub Duration);
 /// span with status `ERROR` / `Timeout`, `error.type = "timeout"` and an `exception`
 /// event (seed 000, scenario 4); `work` is dropped, so it must be cancel-safe.
 pub async fn run_with_deadline<F: Future>(
-    span: &Span,
+    span: &Traced,
     deadline: Duration,
     work: F,
 ) -> Result<F::Output, DeadlineExceeded> {
-    match tokio::time::timeout(deadline, work.instrument(span.clone())).await {
+    match tokio::time::timeout(deadline, span.scope(work)).await {
         Ok(output) => Ok(output),
         Err(_) => {
             let error = DeadlineExceeded(deadline);
-            span.record("error.type", "timeout");
-            span.add_event(
+            let current = span.context().span();
+            current.set_attribute(KeyValue::new("error.type", "timeout"));
+            current.add_event(
                 "exception",
                 vec![KeyValue::new("exception.type", "Timeout"), KeyValue::new("exception.message", error.to_string())],
             );
-            span.set_status(Status::error("Timeout"));
+            current.set_status(Status::error("Timeout"));
             span.in_scope(|| tracing::warn!(deadline_ms = deadline.as_millis() as u64, "processing timed out"));
             Err(error)
         }
@@ -272,5 +480,13 @@ mod tests {
         let d = Delivery { stream_sequence: 7, delivery_count: 1, queue_wait_seconds: 0.0 };
         assert!(!d.is_redelivery());
         assert!(Delivery { delivery_count: 2, ..d }.is_redelivery());
+    }
+
+    #[test]
+    fn span_names_are_made_once_per_operation_and_template() {
+        let a = span_name("process", "chat.msg.*.*");
+        let b = span_name("process", "chat.msg.*.*");
+        assert_eq!(a, "process chat.msg.*.*");
+        assert!(std::ptr::eq(a, b), "the same &'static str");
     }
 }

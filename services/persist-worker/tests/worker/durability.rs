@@ -35,7 +35,7 @@ async fn a_crash_between_commit_and_ack_does_not_store_the_redelivery_twice() {
     // The redelivery (ack never arrived) meets the stored row and is acked, not stored again.
     let _worker = app.worker(&[("ACK_WAIT", "1s")]).await;
     let trace = app.stack.otlp.wait_for(WAIT, "the redelivery's ack", |c| {
-        c.spans.iter().find(|s| s.name == "ack chat.msg.*.*" && s.service_name == "persist-worker").cloned()
+        c.spans.iter().find(|s| s.name == "process chat.msg.*.*" && s.event("ack").is_some()).cloned()
     });
     trace.await.expect("acked after restart");
     app.send("after crash", &[]).await;
@@ -80,7 +80,7 @@ async fn postgres_down_for_a_while_naks_with_delay_and_loses_nothing() {
     app.stack
         .otlp
         .wait_for(WAIT, "naks while the database is down", |c| {
-            c.spans.iter().any(|s| s.name == "nak chat.msg.*.*" && s.service_name == "persist-worker").then_some(())
+            c.spans.iter().any(|s| s.name == "process chat.msg.*.*" && s.event("nak").is_some()).then_some(())
         })
         .await
         .expect("naks");

@@ -11,22 +11,22 @@ async fn scenario_1_active_trace_gives_producer_consumer_and_db_span_in_one_trac
     let sent = app.send("hello", &[]).await;
     let (seq, trace_id) = &sent[0];
 
-    let trace = app.stack.otlp.wait_for_spans_in_trace(trace_id, "ack chat.msg.*.*", 1, WAIT).await.expect("ack");
-    let trace = app.stack.otlp.wait_for_spans_in_trace(trace_id, INSERT, 1, WAIT).await.map(|_| trace).expect("insert");
-    let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
+    app.stack.otlp.wait_for_spans_in_trace(trace_id, PROCESS, 1, WAIT).await.expect("consumer");
+    let trace = app.stack.otlp.wait_for_spans_in_trace(trace_id, INSERT, 1, WAIT).await.expect("insert");
     let caller = trace.one("send message");
     let producer = trace.one(PUBLISH);
     let consumer = trace.one(PROCESS);
     let insert = trace.one(INSERT);
-    let ack = trace.one("ack chat.msg.*.*");
     trace.assert_child_of(producer, caller);
     trace.assert_child_of(consumer, producer);
     trace.assert_child_of(insert, consumer);
-    trace.assert_child_of(ack, consumer);
     assert_kind(producer, SpanKind::Producer);
     assert_kind(consumer, SpanKind::Consumer);
     assert_kind(insert, SpanKind::Client);
-    assert_kind(ack, SpanKind::Client);
+    // The settlement is an event on the consumer span (SETTLE_SPANS=true makes it a span).
+    let ack = consumer.event("ack").unwrap_or_else(|| panic!("an ack event:\n{}", trace.tree()));
+    assert_eq!(ack.attributes.str("messaging.operation.type"), Some("settle"));
+    assert!(trace.named("ack chat.msg.*.*").is_empty(), "no ack span by default");
     assert_eq!((producer.service_name.as_str(), consumer.service_name.as_str()), ("chat-cli", "persist-worker"));
 
     let a = &consumer.attributes;
@@ -83,7 +83,8 @@ async fn scenario_3_failed_first_attempt_and_successful_redelivery_share_the_tra
     assert_eq!(second.attributes.bool("messaging.message_redelivered"), Some(true));
     assert_eq!(second.attributes.int("messaging.nats.delivery_count"), Some(2));
     assert_ne!(second.status, StatusCode::Error);
-    trace.assert_child_of(trace.one("nak chat.msg.*.*"), first);
+    let nak = first.event("nak").unwrap_or_else(|| panic!("a nak event:\n{}", trace.tree()));
+    assert!(nak.attributes.f64("messaging.nats.nak_delay").is_some_and(|d| d > 0.0), "{nak:?}");
     trace.assert_child_of(trace.one(INSERT), second);
     assert_eq!(app.wait_rows(1, WAIT).await.len(), 1);
 
@@ -120,8 +121,17 @@ async fn scenario_4_an_attempt_past_its_deadline_is_a_timeout_and_the_redelivery
 async fn poison_is_dead_lettered_in_the_same_trace_not_retried_and_the_worker_goes_on() {
     let (app, _worker) = TestApp::spawn().await;
     let (_, trace_id) = app.send("poison", &["--fault", "poison"]).await.remove(0);
-    let trace = app.stack.otlp.wait_for_spans_in_trace(&trace_id, "term chat.msg.*.*", 1, WAIT).await.expect("term");
+    let trace = app.stack.otlp.wait_for_spans_in_trace(&trace_id, PROCESS, 1, WAIT).await.expect("consumer");
+    let trace = app
+        .stack
+        .otlp
+        .wait_for_spans_in_trace(&trace_id, "publish chat.dlq.*", 1, WAIT)
+        .await
+        .map(|_| trace)
+        .expect("dlq");
+    let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
     let consumer = trace.one(PROCESS);
+    assert!(consumer.event("term").is_some(), "terminated after the dead letter:\n{}", trace.tree());
     assert_eq!(consumer.status, StatusCode::Error);
     assert_eq!(consumer.attributes.str("error.type"), Some("demo_poison"));
     let dlq = trace.one("publish chat.dlq.*");
@@ -160,7 +170,7 @@ async fn a_dead_letter_keeps_the_senders_headers_under_a_prefix_but_not_the_serv
     headers.insert("Chat-Client", "demo");
     let published = js.publish_with_headers("chat.msg.general.bob", headers, "not json".into()).await;
     published.expect("publish").await.expect("stored");
-    app.stack.otlp.wait_for_spans_in_trace(trace_id, "term chat.msg.*.*", 1, WAIT).await.expect("dead-lettered");
+    app.stack.otlp.wait_for_spans_in_trace(trace_id, "publish chat.dlq.*", 1, WAIT).await.expect("dead-lettered");
 
     let stream = js.get_stream("CHAT_DLQ").await.expect("dlq stream");
     let dead = stream.get_last_raw_message_by_subject("chat.dlq.general").await.expect("dead letter");
@@ -188,7 +198,7 @@ async fn malformed_payloads_and_bad_names_are_dead_lettered_without_leaking_them
         .stack
         .otlp
         .wait_for(WAIT, "three terms", |c| {
-            let n = c.spans.iter().filter(|s| s.name == "term chat.msg.*.*").count();
+            let n = c.spans.iter().filter(|s| s.name == PROCESS && s.event("term").is_some()).count();
             (n == 3).then_some(())
         })
         .await;
@@ -224,4 +234,31 @@ async fn long_work_sends_progress_acks_so_the_server_does_not_redeliver_meanwhil
     assert_eq!(attempts[1].attributes.int("messaging.nats.delivery_count"), Some(2));
     let progress = trace.named("progress chat.msg.*.*");
     assert!(progress.is_empty(), "progress acks are not traced per tick");
+}
+
+/// With `SETTLE_SPANS=true` each settlement is a CLIENT span `ack chat.msg.*.*` (`nak`,
+/// `term`) child of the consumer span, as OpenTelemetry's optional settle spans.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_settle_spans_the_settlements_are_client_spans() {
+    let (app, mut worker) = TestApp::spawn().await;
+    worker.process.kill();
+    let _worker = app.worker(&[("SETTLE_SPANS", "true")]).await;
+    let (_, trace_id) = app.send("fail once", &["--fault", "fail-once"]).await.remove(0);
+    let trace = app.stack.otlp.wait_for_spans_in_trace(&trace_id, "ack chat.msg.*.*", 1, WAIT).await.expect("ack span");
+    let trace = app
+        .stack
+        .otlp
+        .wait_for_spans_in_trace(&trace_id, "nak chat.msg.*.*", 1, WAIT)
+        .await
+        .map(|_| trace)
+        .expect("nak");
+    let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
+    let attempts = trace.named(PROCESS);
+    assert_eq!(attempts.len(), 2, "{}", trace.tree());
+    let (nak, ack) = (trace.one("nak chat.msg.*.*"), trace.one("ack chat.msg.*.*"));
+    trace.assert_child_of(nak, attempts[0]);
+    trace.assert_child_of(ack, attempts[1]);
+    assert_kind(ack, SpanKind::Client);
+    assert_eq!(ack.attributes.str("messaging.operation.type"), Some("settle"));
+    assert!(attempts.iter().all(|a| a.event("ack").is_none() && a.event("nak").is_none()), "spans, not events");
 }

@@ -13,10 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt as _;
-use opentelemetry::trace::TraceContextExt as _;
-use telemetry::{MessageRef, Peer, inject_span, process_span, publish_span, run_with_deadline};
-use tracing::Instrument as _;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use telemetry::{MessageRef, Messaging, Peer, run_with_deadline};
 
 const SUBJECT: &str = "chat.msg.general.alice";
 const TEMPLATE: &str = "chat.msg.*.*";
@@ -73,13 +70,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = async_nats::connect(&args.nats_url).await?;
-    let peer = Peer::from_url(&args.nats_url);
+    let spans = Messaging::new("nats-roundtrip", &Peer::from_url(&args.nats_url));
     let mut subscriber = client.subscribe(SUBJECT).await?;
 
     for i in 0..args.count {
         let id = format!("msg-{i}");
         let caller = if args.root { tracing::Span::none() } else { tracing::info_span!("send message") };
-        publish(&client, &peer, &id, caller).await?;
+        publish(&client, &spans, &id, caller).await?;
     }
     let raw_parents = args.raw_traceparent.iter().map(|p| (p.as_str(), None));
     let raw_states = args.raw_tracestate.iter().map(|s| (VALID_PARENT, Some(s.as_str())));
@@ -104,15 +101,16 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             message_id: id.as_deref(),
             body_size: message.payload.len(),
         };
-        let span = process_span(&msg, message.headers.as_ref(), None, "roundtrip", &peer);
+        let span = spans.process(&msg, message.headers.as_ref(), None, "roundtrip");
         if let Some(secret) = &args.secret {
-            span.set_attribute("auth.token", secret.clone());
+            span.set_attribute(opentelemetry::KeyValue::new("auth.token", secret.clone()));
         }
         let work = async {
             tracing::info!(auth.token = args.secret.as_deref().unwrap_or(""), "processing message");
             tokio::time::sleep(Duration::from_millis(args.work_ms)).await;
         };
         let _ = run_with_deadline(&span, Duration::from_millis(args.deadline_ms), work).await;
+        span.end();
     }
     tracing::info!(count = expected, "roundtrip finished");
     println!("received {expected} messages");
@@ -121,18 +119,19 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn publish(
     client: &async_nats::Client,
-    peer: &Peer,
+    spans: &Messaging,
     id: &str,
     caller: tracing::Span,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let body = Bytes::from_static(br#"{"text":"hello"}"#);
     let msg = MessageRef { subject: SUBJECT, template: TEMPLATE, message_id: Some(id), body_size: body.len() };
-    let span = caller.in_scope(|| publish_span(&msg, peer));
+    let span = caller.in_scope(|| spans.publish(&msg));
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id);
-    inject_span(&span, &mut headers);
-    let trace_id = span.context().span().span_context().trace_id();
+    span.inject(&mut headers);
+    let trace_id = span.span_context().trace_id();
     println!("published trace_id={trace_id} message_id={id}");
-    client.publish_with_headers(SUBJECT, headers, body).instrument(span).await?;
+    span.scope(client.publish_with_headers(SUBJECT, headers, body)).await?;
+    span.end();
     Ok(())
 }
