@@ -112,8 +112,10 @@ pub fn is_sensitive_key(key: &str) -> bool {
     // the key's address remembers answers. A hit also compares the text, so a key at a
     // reused address is never mistaken for another. No hashing of the key's bytes.
     const SLOTS: usize = 512;
+    /// A remembered key and whether it is sensitive.
+    type Slot = Option<(Box<str>, bool)>;
     thread_local! {
-        static DECIDED: std::cell::RefCell<Vec<Option<(Box<str>, bool)>>> = std::cell::RefCell::new(vec![None; SLOTS]);
+        static DECIDED: std::cell::RefCell<Vec<Slot>> = std::cell::RefCell::new(vec![None; SLOTS]);
     }
     let slot = (key.as_ptr() as usize >> 3).wrapping_add(key.len()) % SLOTS;
     DECIDED.with(|d| {
