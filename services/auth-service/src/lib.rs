@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use nkeys::{KeyPair, XKey};
-use telemetry::Health;
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -35,20 +34,12 @@ pub enum Error {
     /// The permissions file is unusable.
     #[error(transparent)]
     Permissions(#[from] PermissionsError),
-    /// Could not connect to NATS.
+    /// Could not start (NATS, health endpoints).
     #[error(transparent)]
-    Connect(#[from] service_kit::ConnectFailed),
+    Serve(#[from] service_kit::ServeError),
     /// Could not subscribe to the callout subject.
     #[error("cannot subscribe to the callout subject: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
-    /// The health endpoint could not bind.
-    #[error("cannot serve health on {addr}: {source}")]
-    Health {
-        /// The configured address.
-        addr: std::net::SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
 }
 
 /// Requests answered at the same time (a JWKS refetch must not stall other clients).
@@ -89,41 +80,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         },
     ));
 
-    let client = config.nats.connect("auth-service").await?;
-    let health = Health::new().with_nats(client.clone()).with_check("jwks", {
+    let checks = {
         let validator = Arc::clone(&validator);
-        move || {
-            let loaded = validator.is_loaded();
-            async move { if loaded { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
+        move |health: telemetry::Health| {
+            health.with_check("jwks", move || {
+                let loaded = validator.is_loaded();
+                async move { if loaded { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
+            })
         }
-    });
-    let addr = config.health.health_addr;
-    let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
-
-    let requests = client.subscribe(callout::AUTH_SUBJECT).await?;
-    let callout = Arc::new(callout::Callout::new(
-        client.clone(),
-        account,
-        xkey,
-        validator,
-        permissions,
-        config.target_account.clone(),
-        telemetry::Messaging::new("auth-service", &config.nats.peer()),
-    ));
-    let issuers: Vec<String> = config.oidc_issuer.iter().map(|i| telemetry::redact_url(i)).collect();
-    tracing::info!(subject = callout::AUTH_SUBJECT, ?issuers, "auth-service started");
-    requests
-        .take_until(shutdown)
-        .for_each_concurrent(CONCURRENT_REQUESTS, |message| {
-            let callout = Arc::clone(&callout);
-            async move { callout.handle(message).await }
+    };
+    let spans = telemetry::Messaging::new("auth-service", &config.nats.peer());
+    let result =
+        service_kit::serve("auth-service", &config.nats, config.health.health_addr, checks, |client| async move {
+            let requests = client.subscribe(callout::AUTH_SUBJECT).await?;
+            let callout = Arc::new(callout::Callout::new(
+                client,
+                account,
+                xkey,
+                validator,
+                permissions,
+                config.target_account.clone(),
+                spans,
+            ));
+            let issuers: Vec<String> = config.oidc_issuer.iter().map(|i| telemetry::redact_url(i)).collect();
+            tracing::info!(subject = callout::AUTH_SUBJECT, ?issuers, "answering the auth callout");
+            requests
+                .take_until(shutdown)
+                .for_each_concurrent(CONCURRENT_REQUESTS, |message| {
+                    let callout = Arc::clone(&callout);
+                    async move { callout.handle(message).await }
+                })
+                .await;
+            Ok(())
         })
         .await;
     refresher.abort();
-    let _ = client.flush().await;
-    health.stop().await;
-    tracing::info!("auth-service stopped");
-    Ok(())
+    result
 }
 
 /// Entry points for the fuzz targets in `tests/fuzz` (not an API): what the service reads

@@ -18,28 +18,19 @@ use std::sync::Arc;
 
 use async_nats::service::ServiceExt as _;
 use futures::StreamExt as _;
-use telemetry::Health;
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Could not connect to NATS.
+    /// Could not start (NATS, health endpoints).
     #[error(transparent)]
-    Connect(#[from] service_kit::ConnectFailed),
+    Serve(#[from] service_kit::ServeError),
     /// `DATABASE_URL` is unusable.
     #[error(transparent)]
     DatabaseUrl(#[from] service_kit::DbUrlError),
     /// The NATS service could not be registered.
     #[error("cannot start the NATS service: {0}")]
     Service(String),
-    /// The health endpoint could not bind.
-    #[error("cannot serve health on {addr}: {source}")]
-    Health {
-        /// The configured address.
-        addr: std::net::SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
 }
 
 /// Requests handled at the same time.
@@ -47,43 +38,42 @@ const CONCURRENT_REQUESTS: usize = 64;
 
 /// Serves history requests until `shutdown` completes, then finishes those in flight.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let client = config.nats.connect("history-service").await?;
     let history = query::History::new(config.db.pool()?);
-    let health = Health::new().with_nats(client.clone()).with_check("database", {
+    let checks = {
         let history = history.clone();
-        move || {
-            let history = history.clone();
-            async move { history.ping().await }
+        move |health: telemetry::Health| {
+            health.with_check("database", move || {
+                let history = history.clone();
+                async move { history.ping().await }
+            })
         }
-    });
-    let addr = config.health.health_addr;
-    let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
-
-    let service = client
-        .service_builder()
-        .description("Chat history: newest messages of a room")
-        .queue_group(chat_protocol::HISTORY_QUEUE_GROUP)
-        .start("chat-history", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| Error::Service(e.to_string()))?;
-    let endpoint = service
-        .endpoint_builder()
-        .name("history")
-        .add(chat_protocol::HISTORY_TEMPLATE)
-        .await
-        .map_err(|e| Error::Service(e.to_string()))?;
-    let handler =
-        Arc::new(handler::Handler::new(history, telemetry::Messaging::new("history-service", &config.nats.peer())));
-    tracing::info!(subject = chat_protocol::HISTORY_TEMPLATE, "history-service started");
-
-    let requests = endpoint.take_until(shutdown).for_each_concurrent(CONCURRENT_REQUESTS, |request| {
-        let handler = Arc::clone(&handler);
-        async move { handler.handle(request).await }
-    });
-    requests.await;
-    let _ = service.stop().await;
-    let _ = client.flush().await;
-    health.stop().await;
-    tracing::info!("history-service stopped");
-    Ok(())
+    };
+    let spans = telemetry::Messaging::new("history-service", &config.nats.peer());
+    service_kit::serve("history-service", &config.nats, config.health.health_addr, checks, |client| async move {
+        let service = client
+            .service_builder()
+            .description("Chat history: newest messages of a room")
+            .queue_group(chat_protocol::HISTORY_QUEUE_GROUP)
+            .start("chat-history", env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|e| Error::Service(e.to_string()))?;
+        let endpoint = service
+            .endpoint_builder()
+            .name("history")
+            .add(chat_protocol::HISTORY_TEMPLATE)
+            .await
+            .map_err(|e| Error::Service(e.to_string()))?;
+        let handler = Arc::new(handler::Handler::new(history, spans));
+        tracing::info!(subject = chat_protocol::HISTORY_TEMPLATE, "answering history requests");
+        endpoint
+            .take_until(shutdown)
+            .for_each_concurrent(CONCURRENT_REQUESTS, |request| {
+                let handler = Arc::clone(&handler);
+                async move { handler.handle(request).await }
+            })
+            .await;
+        let _ = service.stop().await;
+        Ok(())
+    })
+    .await
 }

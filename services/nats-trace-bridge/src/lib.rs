@@ -28,7 +28,6 @@ use std::future::Future;
 use futures::StreamExt as _;
 use opentelemetry::metrics::Counter;
 use opentelemetry::{KeyValue, global};
-use telemetry::Health;
 
 /// Subject the server publishes trace events to (nats.conf `msg_trace.dest`).
 pub const TRACE_SUBJECT: &str = "nats.trace.events";
@@ -36,46 +35,41 @@ pub const TRACE_SUBJECT: &str = "nats.trace.events";
 /// Why the bridge stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Could not connect to NATS.
+    /// Could not start (NATS, health endpoints).
     #[error(transparent)]
-    Connect(#[from] service_kit::ConnectFailed),
+    Serve(#[from] service_kit::ServeError),
     /// Could not subscribe to the trace subject.
     #[error("cannot subscribe to {TRACE_SUBJECT}: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
-    /// The health endpoint could not bind.
-    #[error("cannot serve health on {addr}: {source}")]
-    Health {
-        /// The configured address.
-        addr: std::net::SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
 }
 
 /// Bridges events until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let client = config.nats.connect("nats-trace-bridge").await?;
-    let addr = config.health.health_addr;
-    let health =
-        Health::new().with_nats(client.clone()).spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
-    // A queue group: replicas share the events instead of duplicating spans.
-    let events = client.queue_subscribe(TRACE_SUBJECT, "nats-trace-bridge".to_owned()).await?;
     let counter: Counter<u64> = global::meter("nats-trace-bridge")
         .u64_counter("nats.trace_events")
         .with_unit("{event}")
         .with_description("NATS trace events received, by result (bridged, untraced, malformed)")
         .build();
     let tracer = global::tracer("nats-trace-bridge");
-    tracing::info!(subject = TRACE_SUBJECT, "nats-trace-bridge started");
-    events
-        .take_until(shutdown)
-        .for_each(|message| {
-            let result = event::bridge(&tracer, &message.payload);
-            counter.add(1, &[KeyValue::new("result", result.as_str())]);
-            async {}
-        })
-        .await;
-    health.stop().await;
-    tracing::info!("nats-trace-bridge stopped");
-    Ok(())
+    service_kit::serve(
+        "nats-trace-bridge",
+        &config.nats,
+        config.health.health_addr,
+        |health| health,
+        |client| async move {
+            // A queue group: replicas share the events instead of duplicating spans.
+            let events = client.queue_subscribe(TRACE_SUBJECT, "nats-trace-bridge".to_owned()).await?;
+            tracing::info!(subject = TRACE_SUBJECT, "bridging trace events");
+            events
+                .take_until(shutdown)
+                .for_each(|message| {
+                    let result = event::bridge(&tracer, &message.payload);
+                    counter.add(1, &[KeyValue::new("result", result.as_str())]);
+                    async {}
+                })
+                .await;
+            Ok(())
+        },
+    )
+    .await
 }

@@ -42,31 +42,21 @@ pub use config::Config;
 use std::future::Future;
 use std::sync::Arc;
 
-use telemetry::Health;
-
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Invalid settings.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// Could not connect to NATS.
+    /// Could not start (NATS, health endpoints).
     #[error(transparent)]
-    Connect(#[from] service_kit::ConnectFailed),
+    Serve(#[from] service_kit::ServeError),
     /// `DATABASE_URL` is unusable.
     #[error(transparent)]
     DatabaseUrl(#[from] service_kit::DbUrlError),
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    /// The health endpoint could not bind.
-    #[error("cannot serve health on {addr}: {source}")]
-    Health {
-        /// The configured address.
-        addr: std::net::SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
 }
 
 /// Runs the worker until `shutdown` completes, then stops pulling, finishes the batches
@@ -74,39 +64,32 @@ pub enum Error {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     config.validate()?;
     let config = Arc::new(config);
-    let client = config.nats.connect("persist-worker").await?;
     let store = store::Store::new(config.db.pool()?);
-    store.migrate().await?;
-    let jetstream = async_nats::jetstream::new(client.clone());
     let pulling = worker::Pulling::default();
-
-    let health = Health::new()
-        .with_nats(client.clone())
-        .with_check("database", {
-            let store = store.clone();
-            move || {
-                let store = store.clone();
-                async move { store.ping().await }
-            }
-        })
-        .with_check("consumer", {
-            let pulling = pulling.clone();
-            move || {
-                let pulling = pulling.get();
-                async move { if pulling { Ok(()) } else { Err("not pulling from the consumer".to_owned()) } }
-            }
-        });
-    let addr = config.health.health_addr;
-    let health = health.spawn(addr).await.map_err(|source| Error::Health { addr, source })?;
-
-    let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
-    let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), spans.clone());
-    tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "persist-worker started");
-    let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
-    worker::run(puller, processor, shutdown).await;
-    health.stop().await;
-    // Acks and dead letters are in the client's buffer: flush before the process exits.
-    let _ = client.flush().await;
-    tracing::info!("persist-worker stopped");
-    Ok(())
+    let checks = {
+        let (store, pulling) = (store.clone(), pulling.clone());
+        move |health: telemetry::Health| {
+            health
+                .with_check("database", move || {
+                    let store = store.clone();
+                    async move { store.ping().await }
+                })
+                .with_check("consumer", move || {
+                    let pulling = pulling.get();
+                    async move { if pulling { Ok(()) } else { Err("not pulling from the consumer".to_owned()) } }
+                })
+        }
+    };
+    let (nats, health_addr) = (config.nats.clone(), config.health.health_addr);
+    service_kit::serve("persist-worker", &nats, health_addr, checks, |client| async move {
+        store.migrate().await?;
+        let jetstream = async_nats::jetstream::new(client);
+        let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
+        let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), spans.clone());
+        tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "pulling");
+        let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
+        worker::run(puller, processor, shutdown).await;
+        Ok(())
+    })
+    .await
 }

@@ -1,10 +1,14 @@
 //! What the service binaries share besides telemetry: their command line ([`ServiceCli`]:
-//! settings plus a `healthcheck` subcommand), how they connect to NATS ([`NatsArgs`]) and,
-//! with feature `postgres`, to PostgreSQL ([`DbArgs`], [`Db`]). The argument groups are
-//! flattened into each service's `Config`.
+//! settings plus a `healthcheck` subcommand), the order they start and stop in
+//! ([`serve`]), how they connect to NATS ([`NatsArgs`]) and, with feature `postgres`, to
+//! PostgreSQL ([`DbArgs`], [`Db`]). The argument groups are flattened into each
+//! service's `Config`.
 
 #[cfg(feature = "postgres")]
 mod db;
+mod serve;
+
+pub use serve::{ServeError, serve};
 
 #[cfg(feature = "postgres")]
 pub use db::{Db, DbArgs, DbUrlError};
