@@ -123,6 +123,12 @@ impl Processor {
     /// Acks what is stored (now or before, identical); dead-letters what conflicts.
     async fn settle_inserted(&self, valid: &[Valid<'_>], inserted: &Inserted) {
         self.metrics.persisted(inserted.new);
+        if inserted.duplicates > 0 {
+            self.metrics.duplicates(inserted.duplicates);
+            valid[0].0.span.in_scope(|| {
+                tracing::info!(duplicates = inserted.duplicates, "already stored; acking the duplicates");
+            });
+        }
         for (i, (delivery, _)) in valid.iter().enumerate() {
             if inserted.conflicts.contains(&i) {
                 let message = "a different message is stored under this message's key";
@@ -131,10 +137,6 @@ impl Processor {
                 self.metrics.error("id_conflict");
                 self.follow(delivery, Found::Conflict).await;
             } else {
-                if inserted.duplicates.contains(&i) {
-                    self.metrics.duplicate();
-                    delivery.span.in_scope(|| tracing::info!("already stored; acking the duplicate"));
-                }
                 self.settle(delivery, Settlement::Ack, AckKind::Ack, None).await;
             }
         }

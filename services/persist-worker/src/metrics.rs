@@ -113,7 +113,7 @@ impl Metrics {
         self.dead_letter_failures.add(1, &[KeyValue::new("reason", reason)]);
     }
 
-    pub(crate) fn duplicate(&self) {
-        self.duplicates.add(1, &[]);
+    pub(crate) fn duplicates(&self, n: u64) {
+        self.duplicates.add(n, &[]);
     }
 }

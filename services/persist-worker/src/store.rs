@@ -93,13 +93,13 @@ struct Stored {
     msg_id: Option<String>,
 }
 
-/// What one batched insert did, by position in the batch.
+/// What one batched insert did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Inserted {
     /// Rows written now.
     pub(crate) new: u64,
-    /// Positions whose message was already stored, identical (redelivery, publisher retry).
-    pub(crate) duplicates: Vec<usize>,
+    /// Rows whose message was already stored, identical (redeliveries, publisher retries).
+    pub(crate) duplicates: u64,
     /// Positions whose key is taken by a different message: not stored.
     pub(crate) conflicts: Vec<usize>,
 }
@@ -107,7 +107,7 @@ pub(crate) struct Inserted {
 const INSERT_SQL: &str = "INSERT INTO chat.messages \
      (stream_created, stream_seq, room, username, text, sent_at, trace_id, msg_id) \
      SELECT * FROM UNNEST($1::timestamptz[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
-     $7::text[], $8::text[]) ON CONFLICT DO NOTHING RETURNING stream_created, stream_seq";
+     $7::text[], $8::text[]) ON CONFLICT DO NOTHING";
 
 const INSERT: Statement =
     Statement { operation: "INSERT", collection: "chat.messages", name: "INSERT chat.messages", query: INSERT_SQL };
@@ -150,9 +150,10 @@ impl Store {
         self.db.ping().await
     }
 
-    /// Inserts all rows in one statement; rows whose key is taken are skipped and then
-    /// compared with what is stored (duplicate or conflict). The span links `links`
-    /// (the other deliveries of the batch).
+    /// Inserts all rows in one statement; rows whose key is taken are skipped. When any
+    /// was (the statement wrote fewer rows than it was given), the batch's rows are
+    /// compared with what is stored under their keys: identical ones are duplicates,
+    /// different ones conflicts. The span links `links` (the other deliveries).
     pub(crate) async fn insert_batch(&self, rows: &[Row], links: Vec<SpanContext>) -> Result<Inserted, StoreError> {
         let span = self.db.span(&INSERT);
         if span.is_recording() {
@@ -172,20 +173,14 @@ impl Store {
                     .bind(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.trace_id.as_deref()).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>())
-                    .fetch_all(&self.db.pool)
-                    .await?;
-                let keys: Vec<(OffsetDateTime, i64)> = written
-                    .iter()
-                    .map(|r| Ok((r.try_get("stream_created")?, r.try_get("stream_seq")?)))
-                    .collect::<Result<_, sqlx::Error>>()?;
-                let skipped: Vec<usize> = (0..rows.len())
-                    .filter(|&i| !keys.contains(&(rows[i].stream_created, rows[i].stream_seq)))
-                    .collect();
-                if skipped.is_empty() {
-                    return Ok(Inserted { new: keys.len() as u64, ..Inserted::default() });
+                    .execute(&self.db.pool)
+                    .await?
+                    .rows_affected();
+                if written == rows.len() as u64 {
+                    return Ok(Inserted { new: written, ..Inserted::default() });
                 }
-                let stored = self.existing(rows, &skipped).await?;
-                Ok(classify(rows, &skipped, &stored, keys.len() as u64))
+                let stored = self.existing(rows).await?;
+                Ok(classify(rows, &stored, written))
             })
             .await;
         let result = result.inspect_err(|error: &StoreError| {
@@ -199,14 +194,14 @@ impl Store {
         result
     }
 
-    /// The stored rows that the skipped rows collided with.
-    async fn existing(&self, rows: &[Row], skipped: &[usize]) -> Result<Vec<Stored>, StoreError> {
-        let with_id: Vec<usize> = skipped.iter().copied().filter(|&i| rows[i].msg_id.is_some()).collect();
+    /// The stored rows holding the keys of `rows`.
+    async fn existing(&self, rows: &[Row]) -> Result<Vec<Stored>, StoreError> {
+        let with_id: Vec<&Row> = rows.iter().filter(|r| r.msg_id.is_some()).collect();
         let found = sqlx::query(EXISTING_SQL)
-            .bind(skipped.iter().map(|&i| rows[i].stream_created).collect::<Vec<_>>())
-            .bind(skipped.iter().map(|&i| rows[i].stream_seq).collect::<Vec<_>>())
-            .bind(with_id.iter().map(|&i| rows[i].user.as_str()).collect::<Vec<_>>())
-            .bind(with_id.iter().map(|&i| rows[i].msg_id.as_deref()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.stream_created).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
+            .bind(with_id.iter().map(|r| r.user.as_str()).collect::<Vec<_>>())
+            .bind(with_id.iter().map(|r| r.msg_id.as_deref()).collect::<Vec<_>>())
             .fetch_all(&self.db.pool)
             .await?;
         found
@@ -226,27 +221,27 @@ impl Store {
     }
 }
 
-/// Sorts the skipped rows into duplicates (the same message is stored under their key)
-/// and conflicts (a different message is). A row found under neither key (deleted in
-/// between) counts as a conflict: it was not stored now and must not be acked silently.
-fn classify(rows: &[Row], skipped: &[usize], stored: &[Stored], new: u64) -> Inserted {
-    let mut inserted = Inserted { new, ..Inserted::default() };
-    for &i in skipped {
-        let row = &rows[i];
-        let holders: Vec<&Stored> = stored
-            .iter()
-            .filter(|s| {
-                (s.stream_created, s.stream_seq) == (row.stream_created, row.stream_seq)
-                    || (row.msg_id.is_some() && s.msg_id == row.msg_id && s.user == row.user)
-            })
-            .collect();
-        if !holders.is_empty() && holders.iter().all(|s| row.same_message(s)) {
-            inserted.duplicates.push(i);
-        } else {
-            inserted.conflicts.push(i);
-        }
-    }
-    inserted
+/// Finds the conflicts of a batch of which only `new` rows were written: a row conflicts
+/// when a stored row holding its key (stream identity + sequence, or sender +
+/// `Nats-Msg-Id`) is a different message, or when it is stored under neither key (deleted
+/// in between: not stored now, so it must not be acked silently). Every other row is
+/// stored, identical: written now or before (a duplicate).
+fn classify(rows: &[Row], stored: &[Stored], new: u64) -> Inserted {
+    let conflicts: Vec<usize> = (0..rows.len())
+        .filter(|&i| {
+            let row = &rows[i];
+            let holders: Vec<&Stored> = stored
+                .iter()
+                .filter(|s| {
+                    (s.stream_created, s.stream_seq) == (row.stream_created, row.stream_seq)
+                        || (row.msg_id.is_some() && s.msg_id == row.msg_id && s.user == row.user)
+                })
+                .collect();
+            holders.is_empty() || !holders.iter().all(|s| row.same_message(s))
+        })
+        .collect();
+    let duplicates = (rows.len() - conflicts.len()) as u64 - new.min((rows.len() - conflicts.len()) as u64);
+    Inserted { new, duplicates, conflicts }
 }
 
 #[cfg(test)]
@@ -286,8 +281,8 @@ mod tests {
             stored(&row(2, "old text", Some("m2"))), // same key, another message
             stored(&row(99, "retry", Some("m3"))),   // publisher retry stored under another sequence
         ];
-        let result = classify(&rows, &[0, 1, 2, 3], &existing, 0);
-        assert_eq!(result.duplicates, [0, 2]);
+        let result = classify(&rows, &existing, 0);
+        assert_eq!(result.duplicates, 2, "rows 0 and 2");
         assert_eq!(result.conflicts, [1, 3], "row 3 is stored nowhere: not a silent success");
     }
 
@@ -295,6 +290,13 @@ mod tests {
     fn a_reused_message_id_with_other_text_is_a_conflict() {
         let rows = [row(7, "second message", Some("m1"))];
         let existing = [stored(&row(3, "first message", Some("m1")))];
-        assert_eq!(classify(&rows, &[0], &existing, 0).conflicts, [0]);
+        assert_eq!(classify(&rows, &existing, 0).conflicts, [0]);
+    }
+
+    #[test]
+    fn rows_written_now_are_neither_duplicates_nor_conflicts() {
+        let rows = [row(1, "new", Some("m1")), row(2, "again", Some("m2"))];
+        let existing = [stored(&rows[0]), stored(&rows[1])];
+        assert_eq!(classify(&rows, &existing, 1), Inserted { new: 1, duplicates: 1, conflicts: vec![] });
     }
 }

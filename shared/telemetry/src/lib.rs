@@ -70,7 +70,10 @@ pub use propagation::{
     PropagationFailure, TRACEPARENT, TRACESTATE, extract_context, inject_context,
 };
 pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
-pub use setup::{InitError, ServiceInfo, TelemetryGuard, init, run_service};
+pub use setup::{
+    DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE, InitError, ServiceInfo, TelemetryGuard, init,
+    run_service,
+};
 pub use spans::{
     DeadlineExceeded, Delivery, MessageRef, Messaging, Peer, Settlement, Traced, record_failure, run_with_deadline,
 };

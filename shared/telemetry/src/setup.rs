@@ -233,7 +233,9 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     // OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
     let tracer = SdkTracerProvider::builder()
         .with_resource(resource.clone())
-        .with_span_processor(RedactingSpanProcessor::new(BatchSpanProcessor::builder(spans).build()))
+        .with_span_processor(RedactingSpanProcessor::new(
+            BatchSpanProcessor::builder(spans).with_batch_config(span_batch_config()).build(),
+        ))
         .build();
     let logger = SdkLoggerProvider::builder().with_resource(resource.clone()).with_batch_exporter(logs).build();
     let meter = SdkMeterProvider::builder()
@@ -241,6 +243,27 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
         .with_reader(PeriodicReader::builder(metrics).build())
         .build();
     Ok(Providers { tracer, logger, meter })
+}
+
+/// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset: a second of a busy worker
+/// (tens of thousands of messages/s), so a burst or a collector hiccup drops nothing
+/// (the SDK's 2,048 fill in well under 100 ms at that rate).
+pub const DEFAULT_BSP_MAX_QUEUE_SIZE: usize = 16_384;
+/// Spans per export when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` is unset: four times the SDK's
+/// 512, so the export thread makes a quarter of the gRPC calls for the same spans.
+pub const DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE: usize = 2_048;
+
+/// The SDK's batch settings from `OTEL_BSP_*`, with this crate's defaults for what the
+/// environment leaves unset (set variables always win).
+fn span_batch_config() -> opentelemetry_sdk::trace::BatchConfig {
+    let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        config = config.with_max_queue_size(DEFAULT_BSP_MAX_QUEUE_SIZE);
+    }
+    if std::env::var_os("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+        config = config.with_max_export_batch_size(DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE);
+    }
+    config.build()
 }
 
 /// Env detectors (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`) first; code only fills
