@@ -30,7 +30,9 @@ RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol share
       mkdir -p $crate/src && echo '' > $crate/src/lib.rs && echo 'fn main() {}' > $crate/src/main.rs; \
     done \
  && mkdir -p shared/telemetry/benches services/persist-worker/benches services/auth-service/benches \
+        services/history-service/benches \
  && echo 'fn main() {}' > shared/telemetry/benches/per_message.rs \
+ && echo 'fn main() {}' > services/history-service/benches/requests.rs \
  && echo 'fn main() {}' > services/persist-worker/benches/drain.rs \
  && echo 'fn main() {}' > services/auth-service/benches/callout.rs \
  && cargo build --release --locked $BINARIES \

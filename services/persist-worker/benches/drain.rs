@@ -1,16 +1,20 @@
-//! The persist path at saturation, tracing on vs off, alternating in one run:
+//! The persist path at saturation, tracing off, on (100 %) and head-sampled (10 %),
+//! alternating in one run:
 //! `cargo build --release --workspace --bins && cargo bench -p persist-worker --bench drain`.
 //!
 //! Each round: a fresh nats-server and database, a backlog of traced messages published by
-//! chat-cli, then the worker drains it. Reports messages/s (worker ready -> last row
-//! committed), worker CPU per message (utime+stime from /proc), the `process`/`ack` spans
-//! that never reached the receiver (dropped), and the on/off ratios; then one paced run
-//! each way for the publish -> commit latency (p50, p99).
+//! chat-cli (sampled as the round's setting says), then the worker drains it. Reports
+//! messages/s (worker ready -> last row committed), worker CPU per message (utime+stime
+//! from /proc), the `process` spans that never reached the receiver (dropped), and the
+//! ratios to the `off` round of the same triple; then a paced run each way at half the
+//! measured `off` saturation for the publish -> commit latency (p50, p99, achieved rate).
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
-//! collector, costs CPU on the same two cores).
+//! collector, costs CPU on the same two cores). The worker uses its default batch span
+//! processor settings.
 //!
-//! `DRAIN_PERF=1` also samples the worker with `perf record -e cpu-clock -g` during the
-//! tracing-on rounds (files `target/perf-drain-<n>.data`; read with `perf report`).
+//! `DRAIN_PERF=on` (or `off`, `10%`) also samples the worker with `perf record -e
+//! cpu-clock -g` during those rounds (files `target/perf-drain-<pid>.data`; read with
+//! `perf report`).
 
 use std::time::{Duration, Instant};
 
@@ -39,16 +43,51 @@ async fn rows(url: &str) -> usize {
     count.first().map_or(0, |n| *n as usize)
 }
 
+/// `telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE`, as text (checked in `main`).
+const BSP_QUEUE: &str = "16384";
+
+/// Tracing in a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracing {
+    Off,
+    On,
+    /// `parentbased_traceidratio` 0.1 in the publisher and the worker.
+    Sampled,
+}
+
+impl Tracing {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+            Self::Sampled => "10%",
+        }
+    }
+
+    /// The sampler of the publisher and the worker.
+    fn sampler(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Self::Sampled => [("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.1")],
+            _ => [("OTEL_TRACES_SAMPLER", "parentbased_always_on"), ("OTEL_TRACES_SAMPLER_ARG", "1")],
+        }
+    }
+}
+
 /// The worker's settings in every round: JSON log lines as in the containers, batches
-/// of 256, two in flight.
-fn worker_env(tracing: bool) -> [(&'static str, &'static str); 5] {
-    [
-        ("OTEL_SDK_DISABLED", if tracing { "false" } else { "true" }),
+/// of 256, two in flight, the round's sampler, and the telemetry crate's default batch
+/// span processor settings (the test harness sets a larger queue for the tests).
+fn worker_env(tracing: Tracing) -> Vec<(&'static str, &'static str)> {
+    let mut env = vec![
+        ("OTEL_BSP_MAX_QUEUE_SIZE", BSP_QUEUE),
+        ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
+        ("OTEL_SDK_DISABLED", if tracing == Tracing::Off { "true" } else { "false" }),
         ("RUST_LOG", "warn"),
         ("LOG_FORMAT", "json"),
         ("BATCH_SIZE", "256"),
         ("IN_FLIGHT_BATCHES", "2"),
-    ]
+    ];
+    env.extend(tracing.sampler());
+    env
 }
 
 struct Round {
@@ -57,8 +96,9 @@ struct Round {
     spans_dropped: Option<usize>,
 }
 
-async fn round(tracing: bool) -> Round {
-    let stack = ChatStack::start().await.expect("stack");
+async fn round(tracing: Tracing) -> Round {
+    let mut stack = ChatStack::start().await.expect("stack");
+    stack.export_to(&tracing.sampler());
     drop(stack.spawn_service("persist-worker", &[]).await.expect("creates the stream"));
     stack
         .cli_ok(&["send", "general", "benchmark message", "--count", &BACKLOG.to_string(), "--concurrency", "1024"])
@@ -66,7 +106,7 @@ async fn round(tracing: bool) -> Round {
         .expect("backlog");
     let started = Instant::now();
     let worker = stack.spawn_service("persist-worker", &worker_env(tracing)).await.expect("worker");
-    let perf = (tracing && std::env::var_os("DRAIN_PERF").is_some()).then(|| {
+    let perf = (std::env::var("DRAIN_PERF").is_ok_and(|mode| mode == tracing.label())).then(|| {
         let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
         std::process::Command::new("perf")
             .args(["record", "-e", "cpu-clock", "-g", "-o"])
@@ -87,19 +127,20 @@ async fn round(tracing: bool) -> Round {
         let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait_with_output();
     }
-    let spans_dropped = if tracing { Some(spans_dropped(&stack).await) } else { None };
+    let spans_dropped = (tracing == Tracing::On).then_some(spans_dropped(&stack).await);
     Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64, spans_dropped }
 }
 
-/// Publish -> commit latency (ms, p50 and p99) at a paced, light load: `chat-cli load`
-/// at [`PACED_RATE`] for [`PACED_SECONDS`], then each row's `persisted_at - sent_at`
-/// (`persisted_at` is the insert transaction's start, just before its commit).
-async fn paced_latency(tracing: bool) -> (f64, f64) {
-    let stack = ChatStack::start().await.expect("stack");
+/// Publish -> commit latency at `rate` msg/s for [`PACED_SECONDS`]: each row's
+/// `persisted_at - sent_at` (`persisted_at` is the insert transaction's start, just before
+/// its commit). Returns (achieved rate, p50 ms, p99 ms).
+async fn paced_latency(tracing: Tracing, rate: u32) -> (f64, f64, f64) {
+    let mut stack = ChatStack::start().await.expect("stack");
+    stack.export_to(&tracing.sampler());
     let _worker = stack.spawn_service("persist-worker", &worker_env(tracing)).await.expect("worker");
-    let rate = PACED_RATE.to_string();
     let duration = format!("{PACED_SECONDS}s");
-    stack.cli_ok(&["load", "--rate", &rate, "--duration", &duration]).await.expect("paced load");
+    let summary = stack.cli_ok(&["load", "--rate", &rate.to_string(), "--duration", &duration]).await.expect("load");
+    let achieved = summary.last().and_then(|s| s["rate"].as_f64()).unwrap_or_default();
     let query = "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
                  percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
                  FROM (SELECT extract(epoch FROM persisted_at - sent_at) * 1000 AS ms FROM chat.messages) t";
@@ -108,21 +149,21 @@ async fn paced_latency(tracing: bool) -> (f64, f64) {
         let fields = psql_numbers(&stack.db.url, query).await;
         // The load run has waited for each message's stream ack: all of them get stored.
         if let [count, p50, p99] = fields[..]
-            && count >= f64::from(PACED_RATE * PACED_SECONDS) * 0.95
+            && count >= f64::from(rate * PACED_SECONDS) * 0.95
         {
-            return (p50, p99);
+            return (achieved, p50, p99);
         }
         assert!(started.elapsed() < Duration::from_secs(60), "paced messages not stored: {fields:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// `process` and `ack` spans the worker should have exported (one each per message) but
-/// that never reached the receiver, waiting for the batch processor's last export.
+/// `process` spans the worker should have exported (one per message) but that never
+/// reached the receiver, waiting for the batch processor's last export.
 async fn spans_dropped(stack: &ChatStack) -> usize {
-    let expected = 2 * BACKLOG;
+    let expected = BACKLOG;
     let count = |c: &Captured| {
-        let per_message = |s: &&SpanRecord| s.name == "process chat.msg.*.*" || s.name == "ack chat.msg.*.*";
+        let per_message = |s: &&SpanRecord| s.name == "process chat.msg.*.*";
         c.spans.iter().filter(|s| s.service_name == "persist-worker").filter(per_message).count()
     };
     let all = stack
@@ -135,45 +176,67 @@ async fn spans_dropped(stack: &ChatStack) -> usize {
 /// Off/on pairs (`DRAIN_PAIRS` overrides); each pair gives one ratio, the report is their
 /// median (disk and cache state drift during a run, and a pair sees the same state twice).
 const PAIRS: usize = 5;
-/// The paced run's offered load: `chat-cli load` paces with Tokio's 1 ms timer, so this is
-/// about what one loader sends evenly; a light load, far below saturation.
-const PACED_RATE: u32 = 1_000;
+/// The paced runs: this long each, at half of the median `off` saturation rate.
 const PACED_SECONDS: u32 = 10;
 
 #[tokio::main]
 async fn main() {
+    assert_eq!(BSP_QUEUE, telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE.to_string());
     let pairs = std::env::var("DRAIN_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(PAIRS).max(1);
-    let mut throughput = Vec::new();
-    let mut cpu = Vec::new();
+    let (mut off_rates, mut on, mut sampled) = (Vec::new(), Ratios::default(), Ratios::default());
     for _ in 0..pairs {
-        let off = round(false).await;
-        let on = round(true).await;
-        for (name, r) in [("off", &off), ("on", &on)] {
+        let off = round(Tracing::Off).await;
+        let traced = round(Tracing::On).await;
+        let ten = round(Tracing::Sampled).await;
+        for (tracing, r) in [(Tracing::Off, &off), (Tracing::On, &traced), (Tracing::Sampled, &ten)] {
             let dropped = r.spans_dropped.map(|n| format!("   spans dropped {n}")).unwrap_or_default();
             println!(
-                "tracing {name:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg{dropped}",
-                r.per_second, r.cpu_us_per_message
+                "tracing {:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg{dropped}",
+                tracing.label(),
+                r.per_second,
+                r.cpu_us_per_message
             );
         }
-        throughput.push(on.per_second / off.per_second);
-        cpu.push(on.cpu_us_per_message / off.cpu_us_per_message);
+        off_rates.push(off.per_second);
+        on.push(&traced, &off);
+        sampled.push(&ten, &off);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (off_p50, off_p99) = paced_latency(false).await;
-    let (on_p50, on_p99) = paced_latency(true).await;
+    let saturation = median(&mut off_rates);
+    let rate = (saturation / 2.0).round() as u32;
+    let (off_rate, off_p50, off_p99) = paced_latency(Tracing::Off, rate).await;
+    let (on_rate, on_p50, on_p99) = paced_latency(Tracing::On, rate).await;
     println!(
-        "publish -> commit at {PACED_RATE} msg/s: off p50 {off_p50:.1} ms p99 {off_p99:.1} ms, \
-         on p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.1} ms)",
+        "publish -> commit at {rate} msg/s offered (half of {saturation:.0}): off {off_rate:.0} msg/s p50 {off_p50:.1} ms \
+         p99 {off_p99:.1} ms; on {on_rate:.0} msg/s p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.2} ms)",
         on_p99 - off_p99
     );
-    println!(
-        "ratio on/off, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
-        median(&mut throughput),
-        throughput[0],
-        throughput[pairs - 1],
-        median(&mut cpu)
-    );
+    for (label, ratios) in [("100 %", &mut on), ("10 %", &mut sampled)] {
+        println!(
+            "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
+            median(&mut ratios.throughput),
+            ratios.throughput[0],
+            ratios.throughput[pairs - 1],
+            median(&mut ratios.cpu)
+        );
+    }
+}
+
+/// Per-pair ratios of a traced round to its `off` round.
+#[derive(Default)]
+struct Ratios {
+    throughput: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl Ratios {
+    fn push(&mut self, traced: &Round, off: &Round) {
+        self.throughput.push(traced.per_second / off.per_second);
+        self.cpu.push(traced.cpu_us_per_message / off.cpu_us_per_message);
+    }
+}
+
+/// Sorts `values` and returns the middle one.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
