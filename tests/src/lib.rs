@@ -67,6 +67,41 @@ pub fn prometheus_name(metric: &MetricRecord) -> String {
 /// Series the collector's span-metrics connector creates (`otel/collector.yaml`).
 pub const COLLECTOR_SERIES: &[&str] = &["traces_span_metrics_calls_total", "traces_span_metrics_duration_milliseconds"];
 
+/// The collector's own series the alert rules use (its internal telemetry, scraped from
+/// :8888; names as documented in the collector's "Internal telemetry" page for the
+/// pinned 0.159 release). No collector runs here, so they are listed, not read back.
+pub const COLLECTOR_INTERNAL_SERIES: &[&str] = &[
+    "up",
+    "otelcol_receiver_refused_spans_total",
+    "otelcol_receiver_refused_log_records_total",
+    "otelcol_receiver_refused_metric_points_total",
+    "otelcol_exporter_send_failed_spans_total",
+    "otelcol_exporter_send_failed_log_records_total",
+    "otelcol_exporter_send_failed_metric_points_total",
+];
+
+/// One alert rule: its name and PromQL expression.
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    /// `alert:`
+    pub alert: String,
+    /// `expr:`
+    pub expr: String,
+}
+
+/// Every alert rule of `prometheus/rules/alerts.yml`.
+pub fn alert_exprs() -> Vec<AlertRule> {
+    yaml("prometheus/rules/alerts.yml")["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().into_iter().flatten())
+        .filter_map(|r| {
+            Some(AlertRule { alert: r["alert"].as_str()?.to_owned(), expr: r["expr"].as_str()?.to_owned() })
+        })
+        .collect()
+}
+
 /// Series Tempo 3.0.3's metrics generator remote-writes with the project's
 /// `tempo/tempo.yaml` (service graphs with the messaging histogram, span metrics), as the
 /// real-backend tier reads them back from Prometheus (histograms without `_bucket`,

@@ -1,12 +1,14 @@
 //! Every metric a dashboard queries is one the services really export (names read from
 //! the OTLP receiver while the real services run, translated with the Prometheus rules)
-//! or one the span-metrics connector / Tempo's metrics generator produce.
+//! or one the span-metrics connector / Tempo's metrics generator produce; the same for
+//! every metric an alert rule uses.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use stack_checks::{
-    COLLECTOR_SERIES, TEMPO_SERIES, dashboard_exprs, json, prometheus_name, promql_label_values, promql_metrics,
+    COLLECTOR_INTERNAL_SERIES, COLLECTOR_SERIES, TEMPO_SERIES, dashboard_exprs, json, prometheus_name,
+    promql_label_values, promql_metrics,
 };
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
@@ -58,6 +60,9 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         "messages.dead_lettered",
         "messages.redelivered",
         "trace_context.propagation.failures",
+        "otel.sdk.processor.span.processed",
+        "otel.sdk.exporter.span.exported",
+        "nats.consumer.pending",
     ];
     let metrics = stack
         .otlp
@@ -104,6 +109,18 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         panic!("dashboards filter on {filtered_spans:?} / {filtered_services:?}; exported: {spans:?}");
     }
 
+    // Every metric an alert rule uses: exported by a service, generated from spans, or one
+    // of the collector's own series (which cannot be produced here).
+    for rule in stack_checks::alert_exprs() {
+        for metric in promql_metrics(&rule.expr) {
+            assert!(
+                known.contains(&metric) || COLLECTOR_INTERNAL_SERIES.contains(&metric.as_str()),
+                "alert {}: {metric} is neither exported, generated nor a collector series; known: {known:?}",
+                rule.alert
+            );
+        }
+    }
+
     // The metrics of DESIGN.md 5.4, under their Prometheus names.
     for name in [
         "messages_persisted_total",
@@ -118,6 +135,15 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         "trace_context_propagation_failures_total",
         "process_cpu_time_seconds_total",
         "process_memory_usage_bytes",
+        // Pipeline health (issue 12) and consumer lag.
+        "otel_sdk_span_started_total",
+        "otel_sdk_processor_span_processed_total",
+        "otel_sdk_exporter_span_exported_total",
+        "otel_sdk_exporter_log_exported_total",
+        "otel_sdk_trace_sampling_ratio",
+        "nats_consumer_pending",
+        "nats_consumer_ack_pending",
+        "nats_stream_messages",
     ] {
         assert!(known.contains(name), "{name} is not exported: {known:?}");
     }

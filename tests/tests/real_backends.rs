@@ -73,4 +73,17 @@ async fn the_seed_scenarios_read_back_from_real_tempo_loki_and_prometheus() {
         .collect();
     let listed: BTreeSet<String> = TEMPO_SERIES.iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(generated, listed, "TEMPO_SERIES vs what Tempo 3.0.3 remote-wrote");
+
+    // Prometheus loaded the project's alert rules (prometheus.yml's rule_files).
+    let url = format!("{}/api/v1/rules?type=alert", backends.prometheus.url());
+    let rules: serde_json::Value = http.get(&url).send().await.expect("rules").json().await.expect("rules JSON");
+    let loaded: BTreeSet<String> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    let defined: BTreeSet<String> = stack_checks::alert_exprs().into_iter().map(|r| r.alert).collect();
+    assert_eq!(loaded, defined, "alerts the real Prometheus loaded from prometheus/rules/alerts.yml");
 }

@@ -14,7 +14,7 @@
 //!
 //! `DRAIN_PERF=on` (or `off`, `10%`) also samples the worker with `perf record -e
 //! cpu-clock -g` during those rounds (files `target/perf-drain-<pid>.data`; read with
-//! `perf report`).
+//! `perf report`). `DRAIN_PROTOCOL=http/protobuf` makes the worker export over OTLP/HTTP.
 
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,8 @@ impl Tracing {
 /// The worker's settings in every round: JSON log lines as in the containers, batches
 /// of 256, two in flight, the round's sampler, and the telemetry crate's default batch
 /// span processor settings (the test harness sets a larger queue for the tests).
-fn worker_env(tracing: Tracing) -> Vec<(&'static str, &'static str)> {
-    let mut env = vec![
+fn worker_env(tracing: Tracing, stack: &ChatStack) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
         ("OTEL_BSP_MAX_QUEUE_SIZE", BSP_QUEUE),
         ("OTEL_BSP_SCHEDULE_DELAY", "5000"),
         ("OTEL_SDK_DISABLED", if tracing == Tracing::Off { "true" } else { "false" }),
@@ -85,9 +85,22 @@ fn worker_env(tracing: Tracing) -> Vec<(&'static str, &'static str)> {
         ("LOG_FORMAT", "json"),
         ("BATCH_SIZE", "256"),
         ("IN_FLIGHT_BATCHES", "2"),
-    ];
-    env.extend(tracing.sampler());
+    ]
+    .into_iter()
+    .chain(tracing.sampler())
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    // DRAIN_PROTOCOL=http/protobuf: the worker exports over OTLP/HTTP instead of gRPC.
+    if let Ok(protocol) = std::env::var("DRAIN_PROTOCOL") {
+        let endpoint = if protocol == "grpc" { stack.otlp.grpc_endpoint() } else { stack.otlp.http_endpoint() };
+        env.push(("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol));
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint));
+    }
     env
+}
+
+fn as_strs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 struct Round {
@@ -105,7 +118,8 @@ async fn round(tracing: Tracing) -> Round {
         .await
         .expect("backlog");
     let started = Instant::now();
-    let worker = stack.spawn_service("persist-worker", &worker_env(tracing)).await.expect("worker");
+    let env = worker_env(tracing, &stack);
+    let worker = stack.spawn_service("persist-worker", &as_strs(&env)).await.expect("worker");
     let perf = (std::env::var("DRAIN_PERF").is_ok_and(|mode| mode == tracing.label())).then(|| {
         let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
         std::process::Command::new("perf")
@@ -137,7 +151,8 @@ async fn round(tracing: Tracing) -> Round {
 async fn paced_latency(tracing: Tracing, rate: u32) -> (f64, f64, f64) {
     let mut stack = ChatStack::start().await.expect("stack");
     stack.export_to(&tracing.sampler());
-    let _worker = stack.spawn_service("persist-worker", &worker_env(tracing)).await.expect("worker");
+    let env = worker_env(tracing, &stack);
+    let _worker = stack.spawn_service("persist-worker", &as_strs(&env)).await.expect("worker");
     let duration = format!("{PACED_SECONDS}s");
     let summary = stack.cli_ok(&["load", "--rate", &rate.to_string(), "--duration", &duration]).await.expect("load");
     let achieved = summary.last().and_then(|s| s["rate"].as_f64()).unwrap_or_default();

@@ -13,6 +13,7 @@
 //! - `worker`: pulls batches, bounds batches in flight, heals a vanished consumer, drains
 //!   on shutdown.
 //! - `metrics`: the counters and histogram of DESIGN.md 5.4.
+//! - `lag`: consumer pending / ack-pending and dead letters kept, as gauges.
 //!
 //! What happens to a message (the table in `fate`):
 //! - valid: inserted (idempotent on stream identity + sequence, and on user +
@@ -32,6 +33,7 @@ mod batch;
 mod dead_letter;
 mod delivery;
 mod fate;
+mod lag;
 mod metrics;
 mod setup;
 mod store;
@@ -87,8 +89,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
         let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), spans.clone());
         tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "pulling");
+        let lag = tokio::spawn(lag::observe(jetstream.clone()));
         let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
         worker::run(puller, processor, shutdown).await;
+        lag.abort();
         Ok(())
     })
     .await

@@ -11,6 +11,8 @@
 //!   `Timeout` when work outlives its deadline.
 //! - The attribute [policy](is_sensitive_key) keeps tokens, passwords, JWTs, seeds and
 //!   message bodies out of every exported span, event and log record.
+//! - The pipeline reports its own health: spans started, exported, dropped and failed
+//!   exports by `error.type`, and the sampling ratio (`otel.sdk.*` metrics).
 //! - [`Health`] serves `/healthz` and `/readyz`; [`probe`] backs `healthcheck` subcommands.
 //!
 //! # Example
@@ -57,6 +59,7 @@ mod health;
 mod policy;
 mod process_metrics;
 mod propagation;
+mod sdk_health;
 mod settings;
 mod setup;
 mod spans;

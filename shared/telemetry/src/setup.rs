@@ -2,7 +2,8 @@
 //! flushes them on exit.
 //!
 //! Owns: the resource, the three OTLP pipelines, the global propagator, the `tracing`
-//! subscriber (stdout lines, the OTel span layer, the OTLP log bridge) and their filters.
+//! subscriber (stdout lines, the OTel span layer, the OTLP log bridge) and their filters,
+//! with the pipeline's own health counters (`sdk_health`) in place.
 
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
@@ -25,6 +26,7 @@ use tracing_subscriber::{Layer, Registry};
 use crate::filters::{self, Gate};
 use crate::policy::{RedactingLoggerProvider, RedactingSpanProcessor};
 use crate::process_metrics;
+use crate::sdk_health::{self, ExportCounter, SpanStartCounter};
 use crate::settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
 use crate::stdout::{JsonLines, RedactingFields};
 
@@ -196,8 +198,8 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         };
         layers.push(Gate::new(bridge, allow).boxed());
         global::set_tracer_provider(providers.tracer.clone());
-        global::set_meter_provider(providers.meter.clone());
         process_metrics::register();
+        sdk_health::register_sampling_ratio();
         Some(providers)
     };
     tracing_subscriber::registry().with(filters::global(&log)).with(layers).try_init()?;
@@ -228,21 +230,38 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     }
     .map_err(exporter_error("logs"))?;
 
+    // The meter provider is global before the span pipeline is built: the SDK's batch
+    // processor and the export counters (sdk_health) take their meters from it.
+    let meter = SdkMeterProvider::builder()
+        .with_resource(resource.clone())
+        .with_reader(PeriodicReader::builder(metrics).build())
+        .build();
+    global::set_meter_provider(meter.clone());
+
     // Batch sizes, queue limits and intervals come from OTEL_BSP_*, OTEL_BLRP_* and
     // OTEL_METRIC_EXPORT_INTERVAL, read by the SDK builders; the sampler from
     // OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
+    let spans = ExportCounter::new(spans, "span", exporter_component(settings, Signal::Traces));
     let tracer = SdkTracerProvider::builder()
         .with_resource(resource.clone())
+        .with_span_processor(SpanStartCounter::new())
         .with_span_processor(RedactingSpanProcessor::new(
             BatchSpanProcessor::builder(spans).with_batch_config(span_batch_config()).build(),
         ))
         .build();
-    let logger = SdkLoggerProvider::builder().with_resource(resource.clone()).with_batch_exporter(logs).build();
-    let meter = SdkMeterProvider::builder()
-        .with_resource(resource)
-        .with_reader(PeriodicReader::builder(metrics).build())
-        .build();
+    let logs = ExportCounter::new(logs, "log", exporter_component(settings, Signal::Logs));
+    let logger = SdkLoggerProvider::builder().with_resource(resource).with_batch_exporter(logs).build();
     Ok(Providers { tracer, logger, meter })
+}
+
+/// `otel.component.type` of a signal's OTLP exporter (`otlp_grpc_span_exporter`, ...).
+fn exporter_component(settings: &Settings, signal: Signal) -> &'static str {
+    match (settings.protocol(signal), signal) {
+        (Protocol::Grpc, Signal::Traces) => "otlp_grpc_span_exporter",
+        (Protocol::HttpProtobuf, Signal::Traces) => "otlp_http_span_exporter",
+        (Protocol::Grpc, _) => "otlp_grpc_log_exporter",
+        (Protocol::HttpProtobuf, _) => "otlp_http_log_exporter",
+    }
 }
 
 /// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset: a second of a busy worker

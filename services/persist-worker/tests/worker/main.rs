@@ -3,4 +3,5 @@
 
 mod durability;
 mod helpers;
+mod pipeline_health;
 mod scenarios;

@@ -1,0 +1,233 @@
+//! The tracing pipeline's own health as metrics, named as in the OpenTelemetry semantic
+//! conventions for SDK metrics, so a dashboard and an alert can tell "no traces because
+//! nothing happened" from "no traces because they are lost":
+//!
+//! | metric | counted by |
+//! |---|---|
+//! | `otel.sdk.span.started` (`otel.span.sampling_result`, `otel.span.parent.origin`) | [`SpanStartCounter`], a span processor |
+//! | `otel.sdk.processor.span.processed` (`error.type="queue_full"` for dropped spans) | the SDK's batch span processor itself |
+//! | `otel.sdk.exporter.span.exported`, `otel.sdk.exporter.log.exported` (`error.type` on failure) | [`ExportCounter`], wrapping the OTLP exporter |
+//! | `otel.sdk.trace.sampling_ratio` (gauge, new root traces) | [`register_sampling_ratio`], from `OTEL_TRACES_SAMPLER[_ARG]` |
+//!
+//! The SDK exposes no drop counter in its API; it records one as a metric when built with
+//! its `experimental_metrics_bound_instruments` feature, on the meter that is global when
+//! the batch processor is built (so [`crate::init`] installs the meter provider first).
+//! Export results are counted around the exporter, so no SDK code is forked. Only spans
+//! that are recorded reach a processor: `otel.sdk.span.started` counts those (an unsampled
+//! span costs nothing and is not counted).
+
+use std::time::Duration;
+
+use opentelemetry::metrics::BoundCounter;
+use opentelemetry::trace::{Span as _, TraceContextExt as _};
+use opentelemetry::{Context, KeyValue, global};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+const METER: &str = "otel.sdk";
+
+/// Counts recorded spans as they start, by sampling result and parent origin.
+#[derive(Debug)]
+pub(crate) struct SpanStartCounter {
+    /// Indexed by [`SpanStartCounter::slot`]: (sampled, parent none / local / remote).
+    started: [BoundCounter<u64>; 6],
+}
+
+impl SpanStartCounter {
+    pub(crate) fn new() -> Self {
+        let counter = global::meter(METER)
+            .u64_counter("otel.sdk.span.started")
+            .with_unit("{span}")
+            .with_description("Spans started and recorded by this process")
+            .build();
+        let bind = |slot: usize| {
+            let sampling = if slot < 3 { "RECORD_ONLY" } else { "RECORD_AND_SAMPLE" };
+            let parent = ["none", "local", "remote"][slot % 3];
+            counter.bind(&[
+                KeyValue::new("otel.span.sampling_result", sampling),
+                KeyValue::new("otel.span.parent.origin", parent),
+            ])
+        };
+        Self { started: std::array::from_fn(bind) }
+    }
+
+    fn slot(sampled: bool, parent: &Context) -> usize {
+        let parent = parent.span();
+        let parent = parent.span_context();
+        let origin = match (parent.is_valid(), parent.is_remote()) {
+            (false, _) => 0,
+            (true, false) => 1,
+            (true, true) => 2,
+        };
+        usize::from(sampled) * 3 + origin
+    }
+}
+
+impl SpanProcessor for SpanStartCounter {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.started[Self::slot(span.span_context().is_sampled(), cx)].add(1);
+    }
+
+    fn on_end(&self, _span: SpanData) {}
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// An exporter that counts what it exported, and what failed by `error.type`.
+#[derive(Debug)]
+pub(crate) struct ExportCounter<E> {
+    inner: E,
+    exported: opentelemetry::metrics::Counter<u64>,
+    ok: BoundCounter<u64>,
+    component: KeyValue,
+}
+
+impl<E> ExportCounter<E> {
+    /// `signal` is `span` or `log`; `component` the exporter's `otel.component.type`
+    /// (`otlp_grpc_span_exporter`, ...).
+    pub(crate) fn new(inner: E, signal: &'static str, component: &'static str) -> Self {
+        let exported = global::meter(METER)
+            .u64_counter(format!("otel.sdk.exporter.{signal}.exported"))
+            .with_unit(if signal == "span" { "{span}" } else { "{log_record}" })
+            .with_description("Items whose export finished, successfully or not (error.type)")
+            .build();
+        let component = KeyValue::new("otel.component.type", component);
+        let ok = exported.bind(std::slice::from_ref(&component));
+        // Failures appear at 0 from start-up, so the first one shows in increase().
+        for error_type in ERROR_TYPES {
+            exported.add(0, &[component.clone(), KeyValue::new("error.type", *error_type)]);
+        }
+        Self { inner, exported, ok, component }
+    }
+
+    fn count(&self, items: usize, result: &OTelSdkResult) {
+        match result {
+            Ok(()) => self.ok.add(items as u64),
+            Err(error) => self
+                .exported
+                .add(items as u64, &[self.component.clone(), KeyValue::new("error.type", error_type(error))]),
+        }
+    }
+}
+
+/// The `error.type` values an export can end with (gRPC status names for the OTLP/gRPC
+/// exporter, which reports its status only as text).
+const ERROR_TYPES: &[&str] =
+    &["timeout", "already_shutdown", "unavailable", "deadline_exceeded", "resource_exhausted", "export_failed"];
+
+fn error_type(error: &OTelSdkError) -> &'static str {
+    match error {
+        OTelSdkError::Timeout(_) => "timeout",
+        OTelSdkError::AlreadyShutdown => "already_shutdown",
+        OTelSdkError::InternalFailure(message) => [
+            ("Unavailable", "unavailable"),
+            ("DeadlineExceeded", "deadline_exceeded"),
+            ("ResourceExhausted", "resource_exhausted"),
+        ]
+        .iter()
+        .find(|(code, _)| message.contains(code))
+        .map_or("export_failed", |(_, kind)| kind),
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for ExportCounter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let items = batch.len();
+        let result = self.inner.export(batch).await;
+        self.count(items, &result);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+impl<E: LogExporter> LogExporter for ExportCounter<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let items = batch.iter().count();
+        let result = self.inner.export(batch).await;
+        self.count(items, &result);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn event_enabled(&self, level: opentelemetry::logs::Severity, target: &str, name: Option<&str>) -> bool {
+        self.inner.event_enabled(level, target, name)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The ratio of new root traces the configured sampler keeps, as the SDK reads
+/// `OTEL_TRACES_SAMPLER[_ARG]` (default `parentbased_always_on`); `None` for a sampler
+/// without a fixed ratio (`jaeger_remote`).
+pub(crate) fn sampling_ratio(sampler: Option<&str>, arg: Option<&str>) -> Option<f64> {
+    let ratio = || arg.and_then(|a| a.trim().parse::<f64>().ok()).map_or(1.0, |r| r.clamp(0.0, 1.0));
+    match sampler.map(str::trim).unwrap_or("parentbased_always_on") {
+        "always_on" | "parentbased_always_on" => Some(1.0),
+        "always_off" | "parentbased_always_off" => Some(0.0),
+        "traceidratio" | "parentbased_traceidratio" => Some(ratio()),
+        _ => None,
+    }
+}
+
+/// Registers `otel.sdk.trace.sampling_ratio` from the environment.
+pub(crate) fn register_sampling_ratio() {
+    let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
+    let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+    let Some(ratio) = sampling_ratio(sampler.as_deref(), arg.as_deref()) else { return };
+    // The meter provider keeps the callback; the handle is not needed.
+    let _ = global::meter(METER)
+        .f64_observable_gauge("otel.sdk.trace.sampling_ratio")
+        .with_description("Share of new root traces the head sampler records (OTEL_TRACES_SAMPLER[_ARG])")
+        .with_callback(move |observer| observer.observe(ratio, &[]))
+        .build();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ratio_follows_the_sampler_the_sdk_reads() {
+        assert_eq!(sampling_ratio(None, None), Some(1.0), "the SDK's default: parentbased_always_on");
+        assert_eq!(sampling_ratio(Some("parentbased_traceidratio"), Some("0.1")), Some(0.1));
+        assert_eq!(sampling_ratio(Some("traceidratio"), None), Some(1.0), "the SDK's default ratio");
+        assert_eq!(sampling_ratio(Some("traceidratio"), Some("7")), Some(1.0));
+        assert_eq!(sampling_ratio(Some("always_off"), None), Some(0.0));
+        assert_eq!(sampling_ratio(Some("parentbased_jaeger_remote"), None), None);
+    }
+
+    #[test]
+    fn grpc_failures_are_named_by_status() {
+        let failure = |m: &str| OTelSdkError::InternalFailure(m.to_owned());
+        assert_eq!(
+            error_type(&failure("export error: Status { code: Unavailable, message: \"tcp connect\" }")),
+            "unavailable"
+        );
+        assert_eq!(error_type(&failure("HTTP 500")), "export_failed");
+        assert_eq!(error_type(&OTelSdkError::Timeout(Duration::from_secs(1))), "timeout");
+    }
+}
