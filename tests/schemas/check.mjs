@@ -93,6 +93,9 @@ class Walker {
   errors(value, type, path) {
     const F = ts.TypeFlags;
     if (type.flags & (F.Any | F.Unknown)) return [];
+    // `{}` in TypeScript is any value but null/undefined (the schema's open fields:
+    // override values, matcher options, transformation options).
+    if (this.isEmptyObject(type)) return value === null ? [`${path}: expected a value, found null`] : [];
     const members = type.isUnion() ? type.types : [type];
     const kind = value === null ? "null" : Array.isArray(value) ? "array" : typeof value;
     const fits = members.filter((t) => this.kindOf(t).has(kind));
@@ -115,7 +118,16 @@ class Walker {
     return [`${path}: ${JSON.stringify(value)} is not one of ${this.name(type)}`];
   }
 
+  isEmptyObject(type) {
+    return Boolean(type.flags & ts.TypeFlags.Object) &&
+      !this.checker.isArrayType(type) && !this.checker.isTupleType(type) &&
+      this.checker.getPropertiesOfType(type).length === 0 &&
+      this.checker.getIndexInfosOfType(type).length === 0 &&
+      type.getCallSignatures().length === 0;
+  }
+
   kindOf(type) {
+    if (this.isEmptyObject(type)) return new Set(["array", "object", "string", "number", "boolean"]);
     const F = ts.TypeFlags;
     const kinds = new Set();
     if (type.flags & (F.Any | F.Unknown)) return new Set(["null", "array", "object", "string", "number", "boolean"]);

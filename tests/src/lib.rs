@@ -67,7 +67,7 @@ pub fn prometheus_name(metric: &MetricRecord) -> String {
 /// Series the collector's span-metrics connector creates (`otel/collector.yaml`).
 pub const COLLECTOR_SERIES: &[&str] = &["traces_span_metrics_calls_total", "traces_span_metrics_duration_milliseconds"];
 
-/// The collector's own series the alert rules use (its internal telemetry, scraped from
+/// The collector's own series the alert rules and the Telemetry pipeline dashboard use (its internal telemetry, scraped from
 /// :8888; names as documented in the collector's "Internal telemetry" page for the
 /// pinned 0.159 release). No collector runs here, so they are listed, not read back.
 pub const COLLECTOR_INTERNAL_SERIES: &[&str] = &[
@@ -78,7 +78,32 @@ pub const COLLECTOR_INTERNAL_SERIES: &[&str] = &[
     "otelcol_exporter_send_failed_spans_total",
     "otelcol_exporter_send_failed_log_records_total",
     "otelcol_exporter_send_failed_metric_points_total",
+    "otelcol_receiver_accepted_spans_total",
+    "otelcol_receiver_accepted_log_records_total",
+    "otelcol_receiver_accepted_metric_points_total",
+    "otelcol_exporter_sent_spans_total",
+    "otelcol_exporter_sent_log_records_total",
+    "otelcol_exporter_sent_metric_points_total",
+    "otelcol_exporter_queue_size",
+    "otelcol_exporter_queue_capacity",
+    // tail_sampling processor (contrib), attributes `policy` and `sampled`.
+    "otelcol_processor_tail_sampling_count_traces_sampled_total",
 ];
+
+/// Every provisioned dashboard file (`grafana/dashboards/*.json`), sorted.
+pub fn dashboard_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo_file("grafana/dashboards"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|name| name.ends_with(".json"))
+                .map(|name| format!("grafana/dashboards/{name}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
 
 /// One alert rule: its name and PromQL expression.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use stack_checks::{
-    COLLECTOR_INTERNAL_SERIES, COLLECTOR_SERIES, TEMPO_SERIES, dashboard_exprs, json, prometheus_name,
+    COLLECTOR_INTERNAL_SERIES, COLLECTOR_SERIES, TEMPO_SERIES, dashboard_exprs, dashboard_files, json, prometheus_name,
     promql_label_values, promql_metrics,
 };
 use test_harness::ChatStack;
@@ -63,6 +63,7 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         "otel.sdk.processor.span.processed",
         "otel.sdk.exporter.span.exported",
         "nats.consumer.pending",
+        "nats.trace_events",
     ];
     let metrics = stack
         .otlp
@@ -76,7 +77,9 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
 
     let mut filtered_spans = BTreeSet::new();
     let mut filtered_services = BTreeSet::new();
-    for path in ["grafana/dashboards/service-overview.json", "grafana/dashboards/messaging.json"] {
+    let files = dashboard_files();
+    assert_eq!(files.len(), 3, "service overview, messaging, telemetry pipeline: {files:?}");
+    for path in &files {
         let dashboard = json(path);
         let exprs = dashboard_exprs(&dashboard);
         assert!(!exprs.is_empty(), "{path} has Prometheus panels");
@@ -87,7 +90,7 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
             assert!(!used.is_empty(), "{path}: no metric found in {expr}");
             for metric in used {
                 assert!(
-                    known.contains(&metric),
+                    known.contains(&metric) || COLLECTOR_INTERNAL_SERIES.contains(&metric.as_str()),
                     "{path}: {metric} (in `{expr}`) is neither exported nor generated; known: {known:?}"
                 );
             }

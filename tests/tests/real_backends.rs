@@ -18,7 +18,8 @@ use std::time::Duration;
 use stack_checks::TEMPO_SERIES;
 use stack_checks::real_backends::{RealBackends, binaries};
 use stack_checks::scenarios::{
-    assert_service_graph, assert_traces, assert_worker_logs, poll, send_seed_scenarios, series_names,
+    assert_dashboard_queries, assert_service_graph, assert_traces, assert_worker_logs, poll, send_seed_scenarios,
+    series_names,
 };
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
@@ -73,6 +74,9 @@ async fn the_seed_scenarios_read_back_from_real_tempo_loki_and_prometheus() {
         .collect();
     let listed: BTreeSet<String> = TEMPO_SERIES.iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(generated, listed, "TEMPO_SERIES vs what Tempo 3.0.3 remote-wrote");
+
+    // What the dashboards ask Tempo and Loki (and Prometheus, for Tempo's series) answers.
+    assert_dashboard_queries(&http, &backends.tempo.url(), &backends.loki.url(), &backends.prometheus.url()).await;
 
     // Prometheus loaded the project's alert rules (prometheus.yml's rule_files).
     let url = format!("{}/api/v1/rules?type=alert", backends.prometheus.url());
