@@ -68,11 +68,13 @@ impl Callout {
             permissions,
             target_account,
             spans,
-            requests: meter
-                .u64_counter("auth.requests")
-                .with_unit("{request}")
-                .with_description("Auth callout requests, by result (allowed, denied, error) and reason")
-                .build(),
+            requests: denials_at_zero(
+                meter
+                    .u64_counter("auth.requests")
+                    .with_unit("{request}")
+                    .with_description("Auth callout requests, by result (allowed, denied, error) and reason")
+                    .build(),
+            ),
             duration: meter
                 .f64_histogram("auth.request.duration")
                 .with_unit("s")
@@ -233,6 +235,15 @@ pub(crate) fn read_request(
             .ok_or_else(|| fail("malformed_request"))?,
         token: text_of(&nats["connect_opts"]["auth_token"]).unwrap_or_default(),
     })
+}
+
+/// The counter with every denial's series at 0, so the first denial of a reason shows in
+/// `rate()` / `increase()` (a series born at its first event has no earlier sample).
+fn denials_at_zero(requests: Counter<u64>) -> Counter<u64> {
+    for denial in Denial::ALL {
+        requests.add(0, &[KeyValue::new("result", denial.result()), KeyValue::new("reason", denial.reason())]);
+    }
+    requests
 }
 
 /// Marks the current step failed and returns the reason (for `?` chains).

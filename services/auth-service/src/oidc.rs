@@ -43,6 +43,22 @@ pub(crate) enum Denial {
 }
 
 impl Denial {
+    /// Every denial, so their counters can exist at 0 from start-up.
+    pub(crate) const ALL: [Self; 12] = [
+        Self::MissingToken,
+        Self::Malformed,
+        Self::UnsupportedAlgorithm,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::NoRole,
+        Self::InvalidUser,
+        Self::KeysUnavailable,
+    ];
+
     pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",

@@ -118,6 +118,47 @@ async fn every_bad_token_is_refused_and_counted_with_its_reason() {
     app.connect(&good_token).await.expect("a good token still works");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_denial_reason_exists_at_zero_before_its_first_denial() {
+    let app = TestApp::spawn().await;
+    let reasons = [
+        "missing_token",
+        "malformed_token",
+        "unsupported_alg",
+        "unknown_kid",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "wrong_issuer",
+        "wrong_audience",
+        "no_role",
+        "invalid_user",
+    ];
+    let zero = |c: &test_harness::otlp::Captured, result: &str, reason: &str| {
+        latest_sum(&c.metrics, "auth.requests", &[("result", result), ("reason", reason)]) == Some(0.0)
+    };
+    app.stack
+        .otlp
+        .wait_for(WAIT, "every denial series at 0 with no login yet", |c| {
+            (reasons.iter().all(|r| zero(c, "denied", r)) && zero(c, "error", "jwks_unavailable")).then_some(())
+        })
+        .await
+        .expect("denials at 0 from start-up");
+    // The first denial is then an increase from 0 (what rate() and increase() need).
+    let mut claims = app.issuer.claims("alice", &["chat-user"]);
+    claims["exp"] = json!(now() - 60);
+    let expired = app.issuer.token(&claims);
+    app.connect(&expired).await.expect_err("expired");
+    app.stack
+        .otlp
+        .wait_for(WAIT, "the first denial counted", |c| {
+            (latest_sum(&c.metrics, "auth.requests", &[("result", "denied"), ("reason", "expired")]) == Some(1.0))
+                .then_some(())
+        })
+        .await
+        .expect("first denial");
+}
+
 /// Connects until `token` is accepted (bounded), returning how long it took.
 async fn accepted_within(app: &TestApp, token: &str, limit: Duration) -> Duration {
     let started = std::time::Instant::now();

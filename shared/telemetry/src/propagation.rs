@@ -206,12 +206,29 @@ fn record_failure(direction: &'static str, failure: PropagationFailure, header: 
         header,
         "trace context not propagated; the message continues on a new root trace"
     );
+    failures_counter().add(1, &[KeyValue::new("direction", direction), KeyValue::new("reason", failure.as_str())]);
+}
+
+fn failures_counter() -> opentelemetry::metrics::Counter<u64> {
     global::meter("telemetry")
         .u64_counter("trace_context.propagation.failures")
         .with_description("Trace headers that could not be injected or extracted")
         .with_unit("{failure}")
         .build()
-        .add(1, &[KeyValue::new("direction", direction), KeyValue::new("reason", failure.as_str())]);
+}
+
+/// Creates every (direction, reason) series of `trace_context.propagation.failures` at 0,
+/// so the first failure shows in `rate()` / `increase()`. Called by [`crate::init`].
+pub(crate) fn register_failures_at_zero() {
+    use PropagationFailure::*;
+    let counter = failures_counter();
+    let series = [MalformedTraceparent, ZeroId, Oversized, MalformedTracestate, Duplicated]
+        .map(|f| ("extract", f))
+        .into_iter()
+        .chain([("inject", InvalidHeaderValue)]);
+    for (direction, failure) in series {
+        counter.add(0, &[KeyValue::new("direction", direction), KeyValue::new("reason", failure.as_str())]);
+    }
 }
 
 #[cfg(test)]

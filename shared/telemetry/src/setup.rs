@@ -200,6 +200,7 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         global::set_tracer_provider(providers.tracer.clone());
         process_metrics::register();
         sdk_health::register_sampling_ratio();
+        crate::propagation::register_failures_at_zero();
         Some(providers)
     };
     tracing_subscriber::registry().with(filters::global(&log)).with(layers).try_init()?;
@@ -309,8 +310,11 @@ fn stdout_layer(format: LogFormat, log: Targets, stderr: bool) -> Box<dyn Layer<
     let allow = move |meta: &Metadata<'_>| {
         log.would_enable(meta.target(), meta.level()) && filters::throttle_sdk_diagnostics(meta)
     };
+    use std::io::IsTerminal as _;
+    // Colour only for a person at a terminal: never into a pipe, a file or `docker logs`.
+    let ansi = if stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
     let writer = if stderr { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
-    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     match format {
         // JsonLines reads the span's name from the registry and the trace ids from the OTel
         // context, never the formatted span fields: the fmt layer need not see spans.

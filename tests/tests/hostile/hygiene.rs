@@ -62,3 +62,17 @@ async fn demo_faults_are_ignored_unless_turned_on() {
     assert!(app.worker.process.exit_status().is_none(), "the worker did not crash");
     assert!(app.dead_letters().await.is_empty(), "nothing dead-lettered");
 }
+
+/// Text log lines written to a pipe (`docker logs`, a file, CI) carry no colour codes; a
+/// terminal still gets colour.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_into_a_pipe_carry_no_colour_codes() {
+    let stack = test_harness::ChatStack::start().await.expect("stack");
+    let history = stack
+        .spawn_service("history-service", &[("LOG_FORMAT", "text"), ("RUST_LOG", "info")])
+        .await
+        .expect("history-service");
+    let output = history.process.output();
+    assert!(output.contains("INFO"), "text log lines expected: {output}");
+    assert!(!output.contains('\u{1b}'), "colour codes in piped log lines: {output:?}");
+}

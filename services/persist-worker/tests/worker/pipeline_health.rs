@@ -116,3 +116,27 @@ async fn the_lag_gauges_report_the_consumer_and_the_dead_letters_kept() {
     let attrs = &record.points[0].attributes;
     assert_eq!((attrs.str("stream"), attrs.str("consumer")), (Some("CHAT"), Some("persist-worker")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_dead_letter_of_a_fresh_stack_counts_from_zero() {
+    let (app, _worker) = TestApp::spawn().await;
+    let at = |c: &Captured, name: &str, attrs: &[(&str, &str)]| test_harness::otlp::latest_sum(&c.metrics, name, attrs);
+    app.stack
+        .otlp
+        .wait_for(WAIT, "rare-event counters at 0 before any event", |c| {
+            let dead = at(c, "messages.dead_lettered", &[("reason", "demo_poison")]);
+            let propagation =
+                at(c, "trace_context.propagation.failures", &[("direction", "extract"), ("reason", "zero_id")]);
+            (dead == Some(0.0) && propagation == Some(0.0)).then_some(())
+        })
+        .await
+        .expect("counters at 0 from start-up");
+    app.send("poison", &["--fault", "poison"]).await;
+    app.stack
+        .otlp
+        .wait_for(WAIT, "the first dead letter counted", |c| {
+            (at(c, "messages.dead_lettered", &[("reason", "demo_poison")]) == Some(1.0)).then_some(())
+        })
+        .await
+        .expect("first dead letter: 0 -> 1, an increase() sees it");
+}
