@@ -310,7 +310,7 @@ fn collector_pipelines_use_only_defined_components_that_exist_in_0_159() {
         ("processors", &["memory_limiter", "transform", "tail_sampling", "batch"]),
         ("exporters", &["otlp_grpc", "otlp_http", "prometheus"]),
         ("connectors", &["span_metrics", "forward"]),
-        ("extensions", &["health_check"]),
+        ("extensions", &["health_check", "file_storage"]),
     ];
     let defined = |section: &str| -> BTreeSet<String> {
         config[section].as_mapping().into_iter().flatten().filter_map(|(k, _)| k.as_str().map(str::to_owned)).collect()
@@ -344,6 +344,38 @@ fn collector_pipelines_use_only_defined_components_that_exist_in_0_159() {
     for var in regex::Regex::new(r"\$\{env:([A-Z_]+)").expect("regex").captures_iter(&text) {
         assert!(!env[&var[1]].is_null(), "collector config needs {} in its environment", &var[1]);
     }
+}
+
+#[test]
+fn the_collector_queues_on_disk_what_a_backend_cannot_take() {
+    let config = yaml("otel/collector.yaml");
+    let enabled: Vec<&str> =
+        config["service"]["extensions"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+    let collector = &compose()["services"]["otel-collector"];
+    let mounts: Vec<&str> = collector["volumes"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+    let mut queued = 0;
+    for (id, exporter) in config["exporters"].as_mapping().into_iter().flatten() {
+        let id = id.as_str().unwrap_or_default();
+        if !id.starts_with("otlp") {
+            continue; // the Prometheus exporter is scraped: nothing to queue
+        }
+        let queue = &exporter["sending_queue"];
+        assert_eq!(queue["enabled"], Value::Bool(true), "{id}: sending queue");
+        assert_eq!(exporter["retry_on_failure"]["enabled"], Value::Bool(true), "{id}: retries");
+        let storage = queue["storage"].as_str().unwrap_or_else(|| panic!("{id}: queue not persistent"));
+        assert!(enabled.contains(&storage), "{id}: storage {storage} is not an enabled extension");
+        let directory = config["extensions"][storage]["directory"].as_str().expect("file_storage directory");
+        // On a named volume (survives a restart), writable by the collector's user.
+        let volume = mounts
+            .iter()
+            .find_map(|m| m.split_once(':').filter(|(from, to)| !from.starts_with('.') && directory.starts_with(to)))
+            .unwrap_or_else(|| panic!("{directory} is not on a named volume: {mounts:?}"));
+        let declared = compose()["volumes"].as_mapping().is_some_and(|v| v.contains_key(volume.0));
+        assert!(declared, "volume {} is not declared", volume.0);
+        assert_eq!(collector["user"], "0:0", "a fresh named volume is root-owned; the image runs as 10001");
+        queued += 1;
+    }
+    assert_eq!(queued, 2, "Tempo and Loki exporters");
 }
 
 /// A duration as the collector and compose write them: `20s`, `200ms`, or bare milliseconds.
