@@ -352,7 +352,8 @@ fn the_collector_queues_on_disk_what_a_backend_cannot_take() {
     let enabled: Vec<&str> =
         config["service"]["extensions"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
     let collector = &compose()["services"]["otel-collector"];
-    let mounts: Vec<&str> = collector["volumes"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+    let mounts: Vec<&str> =
+        collector["volumes"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
     let mut queued = 0;
     for (id, exporter) in config["exporters"].as_mapping().into_iter().flatten() {
         let id = id.as_str().unwrap_or_default();

@@ -21,6 +21,25 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// Who received the message in an egress step: the client's kind (`client`, `router`,
+/// `gateway`, `system`, `leaf`, `jetstream`, `account`, as nats-server numbers them), its
+/// name (the kind when the client gave none), its subscription and its account (the server
+/// omits `acc` when it is the publisher's, `ingress_account`).
+fn egress_attributes(step: &Value, ingress_account: &str) -> Vec<KeyValue> {
+    const KINDS: [&str; 7] = ["client", "router", "gateway", "system", "leaf", "jetstream", "account"];
+    let kind = step["kind"].as_u64().and_then(|k| KINDS.get(k as usize)).copied().unwrap_or("unknown");
+    let name = Some(text(&step["name"])).filter(|n| !n.is_empty()).unwrap_or_else(|| kind.to_owned());
+    let account = Some(text(&step["acc"])).filter(|a| !a.is_empty()).unwrap_or_else(|| ingress_account.to_owned());
+    vec![
+        KeyValue::new("nats.client.kind", kind),
+        KeyValue::new("nats.client.id", step["cid"].as_i64().unwrap_or_default()),
+        KeyValue::new("nats.client.name", name),
+        KeyValue::new("nats.subscription", text(&step["sub"])),
+        KeyValue::new("nats.queue", text(&step["queue"])),
+        KeyValue::new("nats.account", account),
+    ]
+}
+
 /// What became of one event; the `result` attribute of the counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -129,6 +148,7 @@ pub(crate) fn bridge(tracer: &BoxedTracer, payload: &[u8]) -> Outcome {
         .with_start_time(start)
         .with_attributes(attributes)
         .start_with_context(tracer, &parent);
+    let account = text(&ingress["acc"]);
     let mut errors = Vec::new();
     for step in steps {
         let at = timestamp(&step["ts"]).unwrap_or(start);
@@ -142,16 +162,7 @@ pub(crate) fn bridge(tracer: &BoxedTracer, payload: &[u8]) -> Outcome {
                     KeyValue::new("nats.subject", text(&step["subject"])),
                 ],
             ),
-            "eg" => (
-                "egress".to_owned(),
-                vec![
-                    KeyValue::new("nats.client.id", step["cid"].as_i64().unwrap_or_default()),
-                    KeyValue::new("nats.client.name", text(&step["name"])),
-                    KeyValue::new("nats.subscription", text(&step["sub"])),
-                    KeyValue::new("nats.queue", text(&step["queue"])),
-                    KeyValue::new("nats.account", text(&step["acc"])),
-                ],
-            ),
+            "eg" => ("egress".to_owned(), egress_attributes(step, &account)),
             "sm" => ("subject.mapping".to_owned(), vec![KeyValue::new("nats.mapped_to", text(&step["to"]))]),
             "se" => ("stream.export".to_owned(), vec![KeyValue::new("nats.account", text(&step["acc"]))]),
             "si" => ("service.import".to_owned(), vec![KeyValue::new("nats.account", text(&step["acc"]))]),

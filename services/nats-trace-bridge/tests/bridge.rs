@@ -85,6 +85,11 @@ async fn the_nats_hop_sits_between_producer_and_consumer_with_storage_and_egress
     assert!(trace.parent_of(trace.one(PRODUCER)).is_some(), "scenario 1: the producer has a caller");
     let egress = hop.events.iter().find(|e| e.name == "egress").expect("the live subscriber's delivery");
     assert_eq!(egress.attributes.str("nats.subscription"), Some("chat.msg.general.*"));
+    // Who received it: the receiving client's kind and name, and its account (the server
+    // omits `acc` on an egress in the publisher's own account).
+    assert_eq!(egress.attributes.str("nats.client.kind"), Some("client"));
+    assert_eq!(egress.attributes.str("nats.client.name"), Some("chat-cli"));
+    assert_eq!(egress.attributes.str("nats.account"), Some("CHAT"));
     assert_eq!(tail.wait_exit(WAIT).await.map(|s| s.success()), Ok(true));
 
     // The service map: the hop is INTERNAL, so it takes no edge from the consumer (Tempo
