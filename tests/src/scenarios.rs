@@ -271,3 +271,98 @@ pub async fn assert_dashboard_queries(http: &reqwest::Client, tempo: &str, loki:
     }
     assert!(ran >= 5, "only {ran} dashboard queries could run against the real backends");
 }
+
+/// What `chat-cli --json trace <id>` printed, checked against the spans the backend holds:
+/// every span once, parents before children, each at its depth under its parent, names
+/// and errors as stored.
+pub fn assert_cli_tree(what: &str, lines: &[Value], reference: &[test_harness::model::SpanRecord]) {
+    use std::collections::{BTreeSet, HashMap};
+    let by_id: HashMap<&str, &test_harness::model::SpanRecord> =
+        reference.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let printed: Vec<&str> = lines.iter().filter_map(|l| l["span_id"].as_str()).collect();
+    assert_eq!(
+        printed.iter().copied().collect::<BTreeSet<_>>(),
+        by_id.keys().copied().collect::<BTreeSet<_>>(),
+        "{what}: the spans printed"
+    );
+    assert_eq!(printed.len(), by_id.len(), "{what}: each span once: {lines:#?}");
+    fn parent_in_trace<'a>(by_id: &HashMap<&str, &'a test_harness::model::SpanRecord>, id: &str) -> Option<&'a str> {
+        by_id[id].parent_span_id.as_deref().filter(|p| by_id.contains_key(p))
+    }
+    let depth = |id: &str| {
+        let (mut depth, mut at) = (0, by_id[id].span_id.as_str());
+        while let Some(parent) = parent_in_trace(&by_id, at) {
+            depth += 1;
+            at = parent;
+        }
+        depth
+    };
+    let mut seen = BTreeSet::new();
+    for line in lines {
+        let id = line["span_id"].as_str().unwrap_or_default();
+        let span = by_id[id];
+        if let Some(parent) = parent_in_trace(&by_id, id) {
+            assert!(seen.contains(parent), "{what}: {} printed before its parent: {lines:#?}", span.name);
+        }
+        assert_eq!(line["depth"].as_u64(), Some(depth(id)), "{what}: depth of {}", span.name);
+        assert_eq!(line["name"].as_str(), Some(span.name.as_str()), "{what}");
+        assert_eq!(line["service"].as_str(), Some(span.service_name.as_str()), "{what}");
+        let error = span.status == test_harness::model::StatusCode::Error;
+        assert_eq!(line["error"].is_string(), error, "{what}: error of {}", span.name);
+        seen.insert(id);
+    }
+}
+
+/// What a reader of each seed scenario's tree must see: the retry (a failed attempt with
+/// a `nak`, then a redelivery with an `ack`), the timeout, the dead letter and its `term`.
+pub fn assert_cli_scenarios(sent: &Sent, tree: impl Fn(&str) -> Vec<Value>) {
+    let process = |lines: &[Value]| -> Vec<Value> {
+        lines.iter().filter(|l| l["name"] == "process chat.msg.*.*").cloned().collect()
+    };
+    let has_event = |line: &Value, name: &str| line["events"].as_array().is_some_and(|e| e.iter().any(|n| n == name));
+
+    let plain = tree(&sent.plain);
+    let publish = plain.iter().find(|l| l["name"] == "publish chat.msg.*.*").expect("publish line");
+    assert!(process(&plain).iter().any(|p| p["parent_span_id"] == publish["span_id"] && has_event(p, "ack")));
+
+    let retried = process(&tree(&sent.retried));
+    assert!(retried.iter().any(|p| p["error"].is_string() && has_event(p, "nak")), "{retried:#?}");
+    assert!(retried.iter().any(|p| p["redelivered"] == true && has_event(p, "ack")), "{retried:#?}");
+
+    let slow = process(&tree(&sent.slow));
+    assert!(slow.iter().any(|p| p["error"] == "Timeout"), "{slow:#?}");
+
+    let poison = tree(&sent.poison);
+    assert!(poison.iter().any(|l| l["name"] == "publish chat.dlq.*"), "{poison:#?}");
+    assert!(process(&poison).iter().any(|p| has_event(p, "term")), "{poison:#?}");
+}
+
+/// Runs `chat-cli --json trace` (`cli`) on each seed scenario's trace until what it
+/// printed has as many spans as the backend holds (`reference`, read just before and just
+/// after, so late spans do not race), then checks each tree and the scenario marks.
+pub async fn assert_cli_traces<C, CF, R, RF>(sent: &Sent, cli: C, reference: R)
+where
+    C: Fn(String) -> CF,
+    CF: Future<Output = Vec<Value>>,
+    R: Fn(String) -> RF,
+    RF: Future<Output = Vec<test_harness::model::SpanRecord>>,
+{
+    let mut trees = std::collections::HashMap::new();
+    for id in [&sent.plain, &sent.retried, &sent.slow, &sent.poison] {
+        let mut attempt = 0;
+        loop {
+            let before = reference(id.clone()).await;
+            let lines = cli(id.clone()).await;
+            let after = reference(id.clone()).await;
+            let settled = !after.is_empty() && before.len() == after.len() && lines.len() == after.len();
+            if settled || attempt == 10 {
+                assert_cli_tree(&format!("trace {id}"), &lines, &after);
+                trees.insert(id.clone(), lines);
+                break;
+            }
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    assert_cli_scenarios(sent, |id| trees[id].clone());
+}

@@ -18,8 +18,8 @@ use std::time::Duration;
 use stack_checks::TEMPO_SERIES;
 use stack_checks::real_backends::{RealBackends, binaries};
 use stack_checks::scenarios::{
-    assert_dashboard_queries, assert_service_graph, assert_traces, assert_worker_logs, poll, send_seed_scenarios,
-    series_names,
+    assert_cli_traces, assert_dashboard_queries, assert_service_graph, assert_traces, assert_worker_logs, get_json,
+    poll, send_seed_scenarios, series_names,
 };
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
@@ -74,6 +74,28 @@ async fn the_seed_scenarios_read_back_from_real_tempo_loki_and_prometheus() {
         .collect();
     let listed: BTreeSet<String> = TEMPO_SERIES.iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(generated, listed, "TEMPO_SERIES vs what Tempo 3.0.3 remote-wrote");
+
+    // chat-cli trace prints each scenario's tree as real Tempo holds it.
+    let tempo_url = backends.tempo.url();
+    assert_cli_traces(
+        &sent,
+        |id| {
+            let tempo_url = tempo_url.clone();
+            async move {
+                let run = stack.cli(&["--json", "trace", &id, "--tempo-url", &tempo_url]).await.expect("chat-cli");
+                assert_eq!(run.code, Some(0), "chat-cli trace {id}: {}", run.stderr);
+                run.json_lines()
+            }
+        },
+        |id| {
+            let (http, url) = (http.clone(), format!("{tempo_url}/api/v2/traces/{id}"));
+            async move {
+                let body = get_json(&http, &url).await.unwrap_or_default();
+                test_harness::backends::tempo_trace(&body).unwrap_or_default()
+            }
+        },
+    )
+    .await;
 
     // What the dashboards ask Tempo and Loki (and Prometheus, for Tempo's series) answers.
     assert_dashboard_queries(&http, &backends.tempo.url(), &backends.loki.url(), &backends.prometheus.url()).await;

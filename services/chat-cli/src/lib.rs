@@ -2,7 +2,8 @@
 //! prints its trace id with a Grafana link, and exits non-zero on failure.
 //!
 //! Layout: `connect` (NATS connection and errors), `send` (JetStream publish with trace
-//! context), `history` (traced request/reply), `links` (Grafana URLs), `output`.
+//! context), `history` (traced request/reply), `links` (Grafana URLs), `output`, `trace`
+//! (a trace from Tempo as a tree).
 
 mod connect;
 mod history;
@@ -12,6 +13,7 @@ mod login;
 mod output;
 mod send;
 mod tail;
+mod trace;
 
 use std::time::Duration;
 
@@ -70,12 +72,16 @@ pub enum Command {
     Tail(tail::TailArgs),
     /// Send at a steady rate for a while, with demo faults, and print a summary.
     Load(load::LoadArgs),
+    /// Print a trace as a tree, read from Tempo (no NATS needed).
+    Trace(trace::TraceArgs),
 }
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    if let Command::Login(args) = &cli.command {
-        return login::login(&cli, args).await;
+    match &cli.command {
+        Command::Login(args) => return login::login(&cli, args).await,
+        Command::Trace(args) => return trace::trace(args, cli.json).await,
+        _ => {}
     }
     let tokens = login::TokenSource::new(&cli).await?;
     let (client, server_errors) = connect::connect(&cli, tokens).await?;
@@ -85,7 +91,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::History(args) => history::history(&client, &cli, args, &out).await,
         Command::Tail(args) => tail::tail(&client, &cli, args, &out).await,
         Command::Load(args) => load::load(&client, &cli, args).await,
-        Command::Login(_) => Ok(()),
+        Command::Login(_) | Command::Trace(_) => Ok(()),
     };
     let _ = client.flush().await;
     // A refused publish or subscribe only shows up as a timeout; say what really happened.

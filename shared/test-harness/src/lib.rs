@@ -26,6 +26,7 @@ pub mod model;
 pub mod oidc;
 pub mod otlp;
 pub mod service_graph;
+pub mod tempo_stub;
 pub mod trace;
 
 pub use nats::NatsServer;

@@ -151,6 +151,19 @@ impl OtlpReceiver {
         Ok(self.trace(trace_id))
     }
 
+    /// The captured spans of a trace, as a function other tasks can call (what
+    /// [`crate::tempo_stub::TempoStub`] serves).
+    pub fn spans_of(&self) -> crate::tempo_stub::SpansOf {
+        let store = Arc::clone(&self.store);
+        Arc::new(move |trace_id: &str| {
+            store
+                .captured
+                .lock()
+                .map(|c| c.spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
     /// The spans received so far for `trace_id`.
     pub fn trace(&self, trace_id: &str) -> Trace {
         Trace::new(self.captured().spans.into_iter().filter(|s| s.trace_id == trace_id).collect())
