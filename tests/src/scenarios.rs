@@ -231,16 +231,13 @@ pub async fn assert_dashboard_queries(http: &reqwest::Client, tempo: &str, loki:
                     }
                     (Some("loki"), _) => {
                         let query = all(target["expr"].as_str().unwrap_or_default());
-                        let url = reqwest::Url::parse_with_params(
+                        let params = [("query", query.as_str()), ("since", "15m"), ("limit", "10")];
+                        poll_results(
+                            http,
+                            &format!("{what}: {query}"),
                             &format!("{loki}/loki/api/v1/query_range"),
-                            &[("query", query.as_str()), ("since", "15m"), ("limit", "10")],
+                            &params,
                         )
-                        .expect("url");
-                        poll(&format!("{what}: {query}"), || async {
-                            let body = get_json(http, url.as_str()).await?;
-                            let results = body["data"]["result"].as_array().map_or(0, Vec::len);
-                            Ok((results > 0).then_some(()))
-                        })
                         .await;
                         ran += 1;
                     }
@@ -251,17 +248,9 @@ pub async fn assert_dashboard_queries(http: &reqwest::Client, tempo: &str, loki:
                             continue;
                         }
                         let query = all(expr).replace("$__rate_interval", "1m");
-                        let url = reqwest::Url::parse_with_params(
-                            &format!("{prometheus}/api/v1/query"),
-                            &[("query", query.as_str())],
-                        )
-                        .expect("url");
-                        poll(&format!("{what}: {query}"), || async {
-                            let body = get_json(http, url.as_str()).await?;
-                            let results = body["data"]["result"].as_array().map_or(0, Vec::len);
-                            Ok((results > 0).then_some(()))
-                        })
-                        .await;
+                        let params = [("query", query.as_str())];
+                        poll_results(http, &format!("{what}: {query}"), &format!("{prometheus}/api/v1/query"), &params)
+                            .await;
                         ran += 1;
                     }
                     _ => {}
@@ -270,6 +259,33 @@ pub async fn assert_dashboard_queries(http: &reqwest::Client, tempo: &str, loki:
         }
     }
     assert!(ran >= 5, "only {ran} dashboard queries could run against the real backends");
+}
+
+/// Polls a Loki or Prometheus query API until its `data.result` is not empty.
+async fn poll_results(http: &reqwest::Client, what: &str, endpoint: &str, params: &[(&str, &str)]) {
+    let url = reqwest::Url::parse_with_params(endpoint, params).expect("url");
+    poll(what, || async {
+        let body = get_json(http, url.as_str()).await?;
+        let results = body["data"]["result"].as_array().map_or(0, Vec::len);
+        Ok((results > 0).then_some(()))
+    })
+    .await;
+}
+
+/// The seed scenarios sent by chat-cli as alice with `token` through `stack`.
+pub async fn send_seed_scenarios_as(stack: &test_harness::ChatStack, token: &str) -> Sent {
+    send_seed_scenarios(|args| {
+        let mut full = vec!["--json".to_owned(), "--token".to_owned(), token.to_owned(), "--user".to_owned()];
+        full.push("alice".to_owned());
+        full.extend(args);
+        async move {
+            let full: Vec<&str> = full.iter().map(String::as_str).collect();
+            let run = stack.cli(&full).await.expect("chat-cli");
+            assert_eq!(run.code, Some(0), "chat-cli {full:?}: {}", run.stderr);
+            run.json_lines()
+        }
+    })
+    .await
 }
 
 /// What `chat-cli --json trace <id>` printed, checked against the spans the backend holds:
@@ -337,16 +353,20 @@ pub fn assert_cli_scenarios(sent: &Sent, tree: impl Fn(&str) -> Vec<Value>) {
     assert!(process(&poison).iter().any(|p| has_event(p, "term")), "{poison:#?}");
 }
 
-/// Runs `chat-cli --json trace` (`cli`) on each seed scenario's trace until what it
-/// printed has as many spans as the backend holds (`reference`, read just before and just
-/// after, so late spans do not race), then checks each tree and the scenario marks.
-pub async fn assert_cli_traces<C, CF, R, RF>(sent: &Sent, cli: C, reference: R)
+/// Runs `chat-cli --json trace <id> --tempo-url <tempo>` on each seed scenario's trace
+/// until what it printed has as many spans as the backend holds (`reference`, read just
+/// before and just after, so late spans do not race), then checks each tree and the
+/// scenario marks.
+pub async fn assert_cli_traces<R, RF>(sent: &Sent, stack: &test_harness::ChatStack, tempo: &str, reference: R)
 where
-    C: Fn(String) -> CF,
-    CF: Future<Output = Vec<Value>>,
     R: Fn(String) -> RF,
     RF: Future<Output = Vec<test_harness::model::SpanRecord>>,
 {
+    let cli = |id: String| async move {
+        let run = stack.cli(&["--json", "trace", &id, "--tempo-url", tempo]).await.expect("chat-cli");
+        assert_eq!(run.code, Some(0), "chat-cli trace {id}: {}", run.stderr);
+        run.json_lines()
+    };
     let mut trees = std::collections::HashMap::new();
     for id in [&sent.plain, &sent.retried, &sent.slow, &sent.poison] {
         let mut attempt = 0;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use stack_checks::scenarios::{assert_cli_traces, send_seed_scenarios};
+use stack_checks::scenarios::{assert_cli_traces, send_seed_scenarios_as};
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
 use test_harness::tempo_stub::TempoStub;
@@ -21,18 +21,7 @@ async fn chat_cli_trace_prints_each_seed_scenario_as_its_tree() {
     let _history = stack.spawn_service("history-service", &[]).await.expect("history");
     let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
     let stack = &stack;
-    let sent = send_seed_scenarios(|args| {
-        let mut full = vec!["--json".to_owned(), "--token".to_owned(), token.clone(), "--user".to_owned()];
-        full.push("alice".to_owned());
-        full.extend(args);
-        async move {
-            let full: Vec<&str> = full.iter().map(String::as_str).collect();
-            let run = stack.cli(&full).await.expect("chat-cli");
-            assert_eq!(run.code, Some(0), "chat-cli {full:?}: {}", run.stderr);
-            run.json_lines()
-        }
-    })
-    .await;
+    let sent = send_seed_scenarios_as(stack, &token).await;
     for (id, name, count) in [
         (&sent.plain, "process chat.msg.*.*", 1),
         (&sent.retried, "process chat.msg.*.*", 2),
@@ -45,21 +34,10 @@ async fn chat_cli_trace_prints_each_seed_scenario_as_its_tree() {
     let tempo = TempoStub::start(stack.otlp.spans_of()).await.expect("Tempo stand-in");
     let tempo_url = tempo.url().to_owned();
     let spans_of = stack.otlp.spans_of();
-    assert_cli_traces(
-        &sent,
-        |id| {
-            let tempo_url = tempo_url.clone();
-            async move {
-                let run = stack.cli(&["--json", "trace", &id, "--tempo-url", &tempo_url]).await.expect("chat-cli");
-                assert_eq!(run.code, Some(0), "chat-cli trace {id}: {}", run.stderr);
-                run.json_lines()
-            }
-        },
-        |id| {
-            let spans = spans_of(&id);
-            async move { spans }
-        },
-    )
+    assert_cli_traces(&sent, stack, &tempo_url, |id| {
+        let spans = spans_of(&id);
+        async move { spans }
+    })
     .await;
 
     // Bad input: a clear error and exit code 2, nothing fetched.

@@ -19,7 +19,7 @@ use stack_checks::TEMPO_SERIES;
 use stack_checks::real_backends::{RealBackends, binaries};
 use stack_checks::scenarios::{
     assert_cli_traces, assert_dashboard_queries, assert_service_graph, assert_traces, assert_worker_logs, get_json,
-    poll, send_seed_scenarios, series_names,
+    poll, send_seed_scenarios_as, series_names,
 };
 use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
@@ -44,18 +44,7 @@ async fn the_seed_scenarios_read_back_from_real_tempo_loki_and_prometheus() {
 
     let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
     let stack = &stack;
-    let sent = send_seed_scenarios(|args| {
-        let mut full = vec!["--json".to_owned(), "--token".to_owned(), token.clone(), "--user".to_owned()];
-        full.push("alice".to_owned());
-        full.extend(args);
-        async move {
-            let full: Vec<&str> = full.iter().map(String::as_str).collect();
-            let run = stack.cli(&full).await.expect("chat-cli");
-            assert_eq!(run.code, Some(0), "chat-cli {full:?}: {}", run.stderr);
-            run.json_lines()
-        }
-    })
-    .await;
+    let sent = send_seed_scenarios_as(stack, &token).await;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let plain = assert_traces(&http, &backends.tempo.url(), &sent).await;
@@ -77,24 +66,13 @@ async fn the_seed_scenarios_read_back_from_real_tempo_loki_and_prometheus() {
 
     // chat-cli trace prints each scenario's tree as real Tempo holds it.
     let tempo_url = backends.tempo.url();
-    assert_cli_traces(
-        &sent,
-        |id| {
-            let tempo_url = tempo_url.clone();
-            async move {
-                let run = stack.cli(&["--json", "trace", &id, "--tempo-url", &tempo_url]).await.expect("chat-cli");
-                assert_eq!(run.code, Some(0), "chat-cli trace {id}: {}", run.stderr);
-                run.json_lines()
-            }
-        },
-        |id| {
-            let (http, url) = (http.clone(), format!("{tempo_url}/api/v2/traces/{id}"));
-            async move {
-                let body = get_json(&http, &url).await.unwrap_or_default();
-                test_harness::backends::tempo_trace(&body).unwrap_or_default()
-            }
-        },
-    )
+    assert_cli_traces(&sent, stack, &tempo_url, |id| {
+        let (http, url) = (http.clone(), format!("{tempo_url}/api/v2/traces/{id}"));
+        async move {
+            let body = get_json(&http, &url).await.unwrap_or_default();
+            test_harness::backends::tempo_trace(&body).unwrap_or_default()
+        }
+    })
     .await;
 
     // What the dashboards ask Tempo and Loki (and Prometheus, for Tempo's series) answers.

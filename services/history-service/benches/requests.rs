@@ -10,18 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use test_harness::ChatStack;
+use test_harness::{ChatStack, cpu_seconds};
 
 const RATE: u32 = 1_000;
 const SECONDS: u32 = 10;
 const PAIRS: usize = 3;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-    fields.iter().sum::<f64>() / 100.0
-}
 
 struct Round {
     rate: f64,

@@ -18,18 +18,11 @@
 
 use std::time::{Duration, Instant};
 
-use test_harness::ChatStack;
 use test_harness::model::SpanRecord;
 use test_harness::otlp::Captured;
+use test_harness::{ChatStack, cpu_seconds};
 
 const BACKLOG: usize = 20_000;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-    fields.iter().sum::<f64>() / 100.0
-}
 
 /// The numbers in the answer to `query` (empty while the table does not exist yet).
 async fn psql_numbers(url: &str, query: &str) -> Vec<f64> {

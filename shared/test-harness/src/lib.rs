@@ -39,6 +39,16 @@ pub use stack::{ChatStack, CliRun, Service};
 /// Errors are reported as readable strings: tests print them and fail.
 pub type HarnessResult<T> = Result<T, String>;
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`; 0 when
+/// it cannot be read. For benchmarks that report CPU per operation.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces: fields are counted after its closing ')'.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let ticks: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
 /// A free TCP port on loopback (bound, read, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
