@@ -51,10 +51,36 @@ impl Postgres {
         }
         let cluster = Cluster { bin_dir, data_dir, port: free_port(), run_as_postgres, _dir: dir };
         cluster.run("initdb", &["-D", &path_str(&cluster.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"])?;
-        let admin_url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port);
-        let postgres = Self { admin_url, cluster: Some(cluster) };
-        postgres.start_server()?;
-        Ok(postgres)
+        let mut postgres = Self { admin_url: String::new(), cluster: Some(cluster) };
+        // A free port can be taken by a parallel test between our probe and the server's
+        // bind, and many parallel clusters can briefly exhaust kernel resources: then try
+        // again on another port (the port stays fixed once the server ran). The last
+        // failure reports the server's log.
+        for attempt in 1.. {
+            let port = postgres.cluster.as_ref().map_or(0, |c| c.port);
+            postgres.admin_url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+            match postgres.start_server() {
+                Ok(()) => return Ok(postgres),
+                Err(error) => {
+                    if attempt >= 3 {
+                        return Err(format!("{error}\nserver.log:\n{}", postgres.server_log()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    if let Some(c) = postgres.cluster.as_mut() {
+                        c.port = free_port();
+                    }
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// The server's log so far (empty when it cannot be read).
+    fn server_log(&self) -> String {
+        self.cluster
+            .as_ref()
+            .and_then(|c| std::fs::read_to_string(c.data_dir.join("server.log")).ok())
+            .unwrap_or_default()
     }
 
     /// Starts the cluster's server (again), waiting until it accepts connections.
