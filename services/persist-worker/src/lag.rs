@@ -69,13 +69,14 @@ pub(crate) async fn observe(js: async_nats::jetstream::Context) {
     }
 }
 
+/// Two requests a read: the consumer's info (no stream info needed for it) and the
+/// dead-letter stream's info (its message count is in the answer `get_stream` caches).
 async fn read(js: &async_nats::jetstream::Context, figures: &Figures) -> Result<(), String> {
-    let stream = js.get_stream(chat_protocol::STREAM).await.map_err(|e| e.to_string())?;
+    let stream = js.get_stream_no_info(chat_protocol::STREAM).await.map_err(|e| e.to_string())?;
     let info = stream.consumer_info(chat_protocol::CONSUMER).await.map_err(|e| e.to_string())?;
     figures.pending.store(info.num_pending, Ordering::Relaxed);
     figures.ack_pending.store(info.num_ack_pending as u64, Ordering::Relaxed);
-    let mut dlq = js.get_stream(chat_protocol::DLQ_STREAM).await.map_err(|e| e.to_string())?;
-    let state = dlq.info().await.map_err(|e| e.to_string())?.state.messages;
-    figures.dead_letters.store(state, Ordering::Relaxed);
+    let dlq = js.get_stream(chat_protocol::DLQ_STREAM).await.map_err(|e| e.to_string())?;
+    figures.dead_letters.store(dlq.cached_info().state.messages, Ordering::Relaxed);
     Ok(())
 }
