@@ -3,13 +3,26 @@ SHELL := /bin/bash
 CARGO ?= cargo
 COMPOSE ?= docker compose
 
-.PHONY: up down clean logs ps keys demo urls test test-e2e check-config \
+.PHONY: up up-cluster down-cluster clean-cluster down clean logs ps keys demo urls test test-e2e check-config \
         test-deps fmt-check lint build doc-test unit-and-integration fuzz
 
 ## up: generate keys if missing, build (once, chat-cli too), start, wait until healthy (or fail with the logs), print URLs
 up: .env
 	@COMPOSE="$(COMPOSE)" bash scripts/up.sh
 	@$(MAKE) --no-print-directory urls
+
+## up-cluster: the cluster profile (README "Cluster profile"): 3 NATS nodes with R3 streams, replicated services, two collector tiers
+CLUSTER_COMPOSE = $(COMPOSE) -f docker-compose.yml -f docker-compose.cluster.yml
+up-cluster: .env
+	@COMPOSE="$(CLUSTER_COMPOSE)" bash scripts/up.sh
+	@$(MAKE) --no-print-directory urls
+
+## down-cluster: stop the cluster profile (data volumes stay); clean-cluster also deletes them
+down-cluster:
+	$(CLUSTER_COMPOSE) down
+
+clean-cluster:
+	$(CLUSTER_COMPOSE) down -v
 
 ## down: stop the stack (data volumes stay)
 down:
@@ -76,7 +89,7 @@ run-tests = if $(CARGO) nextest --version >/dev/null 2>&1; then $(CARGO) nextest
 ## check-config: only the static checks of the compose stack and its configs
 check-config: test-deps
 	$(CARGO) build -q -p auth-service
-	@$(call run-tests,-p stack-checks --test config --test schemas,,)
+	@$(call run-tests,-p stack-checks --test config --test cluster_config --test schemas,,)
 
 ## test-e2e: the seed scenarios against the compose stack, read back from Tempo, Loki, Prometheus, Grafana (needs Docker)
 test-e2e:

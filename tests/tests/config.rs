@@ -79,7 +79,11 @@ fn promtool_accepts_the_prometheus_config() {
 fn every_config_file_parses() {
     for path in [
         "docker-compose.yml",
+        "docker-compose.cluster.yml",
         "otel/collector.yaml",
+        "otel/agent.yaml",
+        "otel/gateway.yaml",
+        "prometheus/prometheus.cluster.yml",
         "tempo/tempo.yaml",
         "loki/loki.yaml",
         "prometheus/prometheus.yml",

@@ -24,6 +24,8 @@ use crate::permissions::{Grant, Permissions};
 
 /// The subject the server sends authorization requests to.
 pub(crate) const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
+/// Queue group of every auth-service instance (any one answers a request).
+pub(crate) const QUEUE_GROUP: &str = "auth-service";
 const SERVER_XKEY_HEADER: &str = "Nats-Server-Xkey";
 /// The server's reply inbox for callout requests (`nats/nats.conf` lets `auth` publish there only).
 const SERVER_INBOX_PREFIX: &str = "$SYS._INBOX.";

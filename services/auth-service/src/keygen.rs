@@ -22,12 +22,15 @@ pub fn env_file() -> String {
          AUTH_XKEY_PUBLIC_KEY={}\nAUTH_XKEY_SEED={}\n\
          # Passwords of the service users, which bypass the callout.\n\
          NATS_AUTH_PASSWORD={}\nNATS_PERSIST_PASSWORD={}\nNATS_HISTORY_PASSWORD={}\nNATS_TRACER_PASSWORD={}\n\
+         # Cluster profile: the password NATS nodes authenticate their routes with (nats/cluster.conf).\n\
+         NATS_ROUTE_PASSWORD={}\n\
          # Compose stack: database, Grafana admin, Keycloak admin, and the demo users' password.\n\
          POSTGRES_PASSWORD={}\nGRAFANA_ADMIN_PASSWORD={}\nKEYCLOAK_ADMIN_PASSWORD={}\nCHAT_DEMO_PASSWORD={}\n",
         account.public_key(),
         seed(account.seed()),
         xkey.public_key(),
         seed(xkey.seed()),
+        password(),
         password(),
         password(),
         password(),

@@ -92,7 +92,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let spans = telemetry::Messaging::new("auth-service", &config.nats.peer());
     let result =
         service_kit::serve("auth-service", &config.nats, config.health.health_addr, checks, |client| async move {
-            let requests = client.subscribe(callout::AUTH_SUBJECT).await?;
+            // A queue group: with several instances, each request goes to one of them.
+            let requests = client.queue_subscribe(callout::AUTH_SUBJECT, callout::QUEUE_GROUP.into()).await?;
             let callout = Arc::new(callout::Callout::new(
                 client,
                 account,

@@ -110,12 +110,15 @@ async fn connect_once(cli: &Cli, tokens: TokenSource) -> Result<(async_nats::Cli
     } else {
         async_nats::ConnectOptions::new()
     };
+    // A cluster's nodes, comma separated (async-nats takes one string as one address).
+    let servers: Vec<&str> = cli.nats_url.split(',').map(str::trim).collect();
     let options = options
         .name("chat-cli")
         .custom_inbox_prefix(chat_protocol::chat_inbox_prefix(user))
         .connection_timeout(cli.timeout)
         .request_timeout(Some(cli.timeout))
-        .max_reconnects(3)
+        // A few attempts per listed server: a node that goes away is replaced by another.
+        .max_reconnects(3 * servers.len())
         .event_callback(move |event| {
             let sink = sink.clone();
             async move {
@@ -126,7 +129,7 @@ async fn connect_once(cli: &Cli, tokens: TokenSource) -> Result<(async_nats::Cli
                 }
             }
         });
-    let client = options.connect(&cli.nats_url).await.map_err(|e| match e.kind() {
+    let client = options.connect(servers).await.map_err(|e| match e.kind() {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             CliError::AuthRefused(e.to_string())
         }

@@ -25,7 +25,7 @@ pub use connect::CliError;
 #[derive(Debug, clap::Parser)]
 #[command(name = "chat-cli", version, about = "Demo chat client: send, read history; every command is traced")]
 pub struct Cli {
-    /// NATS server URL.
+    /// NATS server URL(s), comma separated (in a cluster, every node).
     #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Connect token (an OIDC access token, checked by the auth callout).

@@ -86,7 +86,7 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
         in_flight.spawn(async move {
             let sent_at = Instant::now();
             let result = publish_one(&js, &spans, &subject, msg_id, &body, &options).await;
-            (result, sent_at.elapsed())
+            (i, result, sent_at.elapsed())
         });
         while let Some(done) = in_flight.try_join_next() {
             results.extend(done.ok());
@@ -96,23 +96,31 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
     while let Some(done) = in_flight.join_next().await {
         results.extend(done.ok());
     }
-    summarize(&results, started.elapsed(), cli.json)
+    summarize(&run, &results, started.elapsed(), cli.json)
 }
 
-fn summarize(results: &[(Result<Sent, CliError>, Duration)], took: Duration, json_out: bool) -> Result<(), CliError> {
-    let mut latencies: Vec<Duration> = results.iter().filter(|(r, _)| r.is_ok()).map(|(_, l)| *l).collect();
+/// The outcome of message `i` (its `Nats-Msg-Id` is `<run>-<i>`) and its publish latency.
+type Outcome = (u64, Result<Sent, CliError>, Duration);
+
+/// Prints counts and latencies; with `--json` also the run's id prefix and the numbers of
+/// the messages whose publish failed, so a check can tell acknowledged from not.
+fn summarize(run: &str, results: &[Outcome], took: Duration, json_out: bool) -> Result<(), CliError> {
+    let mut latencies: Vec<Duration> = results.iter().filter(|(_, r, _)| r.is_ok()).map(|(_, _, l)| *l).collect();
     latencies.sort();
     let pct = |p: usize| {
         latencies
             .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
-    let errors: Vec<String> = results.iter().filter_map(|(r, _)| r.as_ref().err().map(ToString::to_string)).collect();
+    let errors: Vec<String> =
+        results.iter().filter_map(|(_, r, _)| r.as_ref().err().map(ToString::to_string)).collect();
     let (sent, acked) = (results.len(), latencies.len());
     if json_out {
         println!(
             "{}",
             json!({ "sent": sent, "acked": acked, "errors": errors.len(), "seconds": took.as_secs_f64(),
+                    "msg_id_prefix": format!("{run}-"),
+                    "failed": results.iter().filter(|(_, r, _)| r.is_err()).map(|(i, _, _)| i).collect::<Vec<_>>(),
                     "rate": sent as f64 / took.as_secs_f64().max(1e-9),
                     "ack_latency_ms": { "p50": pct(50), "p95": pct(95), "p99": pct(99) } })
         );

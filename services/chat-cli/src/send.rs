@@ -1,11 +1,15 @@
 //! `chat-cli send`: publish messages with a PRODUCER span each, trace context in the
 //! headers, a `Nats-Msg-Id` for JetStream de-duplication, and wait for the stream's ack.
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
 use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, message_subject};
 use futures::StreamExt as _;
 use serde_json::json;
-use telemetry::{MessageRef, Messaging, Peer, extract_context, record_failure};
+use telemetry::{MessageRef, Messaging, Peer, Traced, extract_context, record_failure};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::output::Output;
@@ -157,31 +161,77 @@ pub(crate) async fn publish_one(
     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
     span.inject(&mut headers);
     let trace_id = span.span_context().trace_id().to_string();
-    let result = span
-        .scope(async {
-            let ack = js.publish_with_headers(subject.to_owned(), headers, body.to_vec().into()).await?;
-            tokio::time::timeout(options.timeout, ack).await.map_err(|_| {
-                async_nats::jetstream::context::PublishError::from(
-                    async_nats::jetstream::context::PublishErrorKind::TimedOut,
-                )
-            })?
-        })
-        .await;
+    let result = span.scope(publish_until_acked(js, subject, headers, body, options.timeout, &span)).await;
     span.end();
     match result {
         Ok(ack) => Ok(Sent { seq: ack.sequence, duplicate: ack.duplicate, msg_id, trace_id }),
         Err(error) => {
             record_failure(&span, "publish_failed", &error.to_string());
             Err(match error.kind() {
-                async_nats::jetstream::context::PublishErrorKind::TimedOut => {
-                    CliError::Timeout(format!("publish to {subject}"), options.timeout)
-                }
-                async_nats::jetstream::context::PublishErrorKind::StreamNotFound => {
+                PublishErrorKind::TimedOut => CliError::Timeout(format!("publish to {subject}"), options.timeout),
+                PublishErrorKind::StreamNotFound => {
                     CliError::NoResponders(format!("{subject} (no stream stores it; is persist-worker set up?)"))
                 }
                 _ => CliError::Nats(format!("publish to {subject} failed: {error}")),
             })
         }
+    }
+}
+
+/// How long one attempt waits for the stream's ack before the publish is sent again.
+const ATTEMPT_WAIT: Duration = Duration::from_millis(1500);
+
+/// Publishes until the stream acknowledges, within `timeout` in all. A publish whose ack
+/// did not come (timed out, the connection dropped, no stream leader answered while a
+/// cluster elects one) is sent again with the same headers: the same `Nats-Msg-Id`, so
+/// the stream stores it once however many copies arrive (its duplicate window is 2 min),
+/// and the same trace context. Each retry is an event on the PRODUCER span. Errors that
+/// another copy cannot fix (too large, refused by permissions) return at once.
+async fn publish_until_acked(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    headers: HeaderMap,
+    body: &[u8],
+    timeout: Duration,
+    span: &Traced,
+) -> Result<PublishAck, PublishError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut pause, mut attempt) = (Duration::from_millis(100), 1i64);
+    loop {
+        let wait = ATTEMPT_WAIT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let error = match js.publish_with_headers(subject.to_owned(), headers.clone(), body.to_vec().into()).await {
+            Ok(ack) => match tokio::time::timeout(wait, ack).await {
+                Ok(Ok(ack)) => return Ok(ack),
+                Ok(Err(error)) => error,
+                Err(_) => PublishError::from(PublishErrorKind::TimedOut),
+            },
+            Err(error) => error,
+        };
+        if !is_transient(&error) || tokio::time::Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        span.add_event(
+            "publish retry",
+            vec![
+                opentelemetry::KeyValue::new("messaging.publish.attempt", attempt),
+                opentelemetry::KeyValue::new("error.type", error.kind().to_string()),
+            ],
+        );
+        tokio::time::sleep(pause).await;
+        (pause, attempt) = ((pause * 2).min(Duration::from_secs(1)), attempt + 1);
+    }
+}
+
+/// Whether a copy of the same publish may succeed later: the ack was lost, the connection
+/// is being replaced, or the stream has no leader for a moment (no responders, or the
+/// server's 503 "JetStream system temporarily unavailable" during an election).
+fn is_transient(error: &PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound => true,
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|api| api.code() == 503),
+        _ => false,
     }
 }
 

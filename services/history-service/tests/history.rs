@@ -122,7 +122,9 @@ async fn both_services_export_the_documented_metrics() {
         .await
         .expect("stored");
 
-    const AT_LEAST: [(&str, Option<(&str, &str)>, f64); 6] = [
+    // (metric, label, least count)
+    type AtLeast = (&'static str, Option<(&'static str, &'static str)>, f64);
+    const AT_LEAST: [AtLeast; 6] = [
         ("messages.persisted", None, 3.0),
         ("messages.persist.errors", Some(("error.type", "injected_failure")), 1.0),
         ("messages.dead_lettered", None, 1.0),
@@ -151,9 +153,9 @@ async fn both_services_export_the_documented_metrics() {
             });
             // Points of one metric can arrive in a later export than its first point, and
             // the counters of rare events exist at 0 from start-up: wait for the counts.
-            let counted = AT_LEAST.iter().all(|(name, attr, min)| {
-                latest_sum(&c.metrics, name, attr.as_slice()).is_some_and(|n| n >= *min)
-            });
+            let counted = AT_LEAST
+                .iter()
+                .all(|(name, attr, min)| latest_sum(&c.metrics, name, attr.as_slice()).is_some_and(|n| n >= *min));
             (all && counted).then(|| c.metrics.clone())
         })
         .await

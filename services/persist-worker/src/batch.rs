@@ -220,7 +220,7 @@ impl Processor {
                 delivery.span.in_scope(|| tracing::error!(%error, reason, "dead letter not published; will retry"));
                 if error.kind() == PublishErrorKind::StreamNotFound {
                     // The dead-letter stream vanished: create it again for the retry.
-                    if let Err(error) = ensure_dead_letter_stream(&self.js).await {
+                    if let Err(error) = ensure_dead_letter_stream(&self.js, self.config.stream_replicas).await {
                         tracing::error!(%error, "cannot create the dead-letter stream again");
                     }
                 }

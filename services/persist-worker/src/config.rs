@@ -44,6 +44,11 @@ pub struct Config {
     /// Deadline of one processing attempt; past it the attempt ends `ERROR`/`Timeout` and is nak'd.
     #[arg(long, env = "PROCESSING_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub processing_deadline: Duration,
+    /// Copies of `CHAT` and `CHAT_DLQ` kept by a NATS cluster (JetStream RAFT): 1 on a
+    /// single server, 3 on the three-node cluster of `make up-cluster` (survives one node).
+    /// A running stream is scaled to this number when the worker starts.
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
     /// Settlements (ack, nak, term) as CLIENT spans `ack chat.msg.*.*` instead of events on
     /// the process span (the default: they are publishes of microseconds).
     #[arg(long, env = "SETTLE_SPANS", default_value_t = false, action = clap::ArgAction::Set)]

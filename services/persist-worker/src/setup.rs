@@ -51,8 +51,9 @@ pub(crate) struct Source {
     pub(crate) stream_created: OffsetDateTime,
 }
 
-fn stream(name: &str, subjects: &str, max_message_size: i32) -> StreamConfig {
+fn stream(name: &str, subjects: &str, max_message_size: i32, replicas: u8) -> StreamConfig {
     StreamConfig {
+        num_replicas: usize::from(replicas),
         name: name.to_owned(),
         subjects: vec![subjects.to_owned()],
         storage: StorageType::File,
@@ -65,9 +66,9 @@ fn stream(name: &str, subjects: &str, max_message_size: i32) -> StreamConfig {
 /// Ensures both streams and the consumer exist with the configured settings.
 pub(crate) async fn ensure_stream_and_consumer(js: &Context, config: &Config) -> Result<Source, SetupError> {
     // The dead-letter stream first: the worker must never take a message it cannot dead-letter.
-    ensure_dead_letter_stream(js).await?;
+    ensure_dead_letter_stream(js, config.stream_replicas).await?;
     let info = js
-        .create_or_update_stream(stream(STREAM, "chat.msg.>", MAX_MESSAGE_BYTES))
+        .create_or_update_stream(stream(STREAM, "chat.msg.>", MAX_MESSAGE_BYTES, config.stream_replicas))
         .await
         .map_err(|source| SetupError::Stream { name: STREAM, source })?;
     let consumer = js
@@ -93,8 +94,8 @@ pub(crate) async fn ensure_stream_and_consumer(js: &Context, config: &Config) ->
 }
 
 /// Creates the dead-letter stream again if it vanished (a dead letter found no stream).
-pub(crate) async fn ensure_dead_letter_stream(js: &Context) -> Result<(), SetupError> {
-    js.create_or_update_stream(stream(DLQ_STREAM, "chat.dlq.>", MAX_DEAD_LETTER_BYTES))
+pub(crate) async fn ensure_dead_letter_stream(js: &Context, replicas: u8) -> Result<(), SetupError> {
+    js.create_or_update_stream(stream(DLQ_STREAM, "chat.dlq.>", MAX_DEAD_LETTER_BYTES, replicas))
         .await
         .map(|_| ())
         .map_err(|source| SetupError::Stream { name: DLQ_STREAM, source })

@@ -46,7 +46,8 @@ impl<C: clap::Args> ServiceCli<C> {
 /// NATS connection settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
-    /// NATS server URL(s), comma separated.
+    /// NATS server URL(s), comma separated: in a cluster, list every node; the client
+    /// connects to one, reconnects to any other, and also learns nodes the servers announce.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// NATS user (service users bypass the auth callout).
@@ -79,13 +80,32 @@ impl NatsArgs {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
         }
         options
-            .connect(&self.nats_url)
+            .connect(server_list(&self.nats_url))
             .await
             .map_err(|source| ConnectFailed { url: telemetry::redact_url(&self.nats_url), source })
     }
 
-    /// `server.address` / `server.port` for spans.
+    /// `server.address` / `server.port` for spans (the first server listed).
     pub fn peer(&self) -> Peer {
         Peer::from_url(&self.nats_url)
+    }
+}
+
+/// `nats://a:4222, nats://b:4222` as the list of servers async-nats connects to (it parses
+/// a single string as one address).
+pub fn server_list(urls: &str) -> Vec<&str> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::ToServerAddrs as _;
+
+    #[test]
+    fn a_comma_separated_url_is_every_server_of_the_cluster() {
+        let servers = super::server_list("nats://n1:4222, nats://user:pw@n2:4223,nats://n3:4224");
+        let addrs: Vec<_> = servers.to_server_addrs().expect("valid").collect();
+        assert_eq!(addrs.len(), 3);
+        assert_eq!((addrs[1].host(), addrs[1].port(), addrs[1].username()), ("n2", 4223, Some("user")));
     }
 }

@@ -1,4 +1,5 @@
-//! A real nats-server for tests: free ports, temp JetStream store, killed on drop.
+//! A real nats-server for tests: free ports, temp JetStream store, killed on drop; alone
+//! or as a three-node cluster running the project's `nats/cluster.conf`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,13 +35,57 @@ impl NatsServer {
     /// command line, which overrides the file; the JetStream store dir is a temp dir passed
     /// as `NATS_STORE_DIR`.
     pub async fn start_with(config: Option<&Path>, envs: Vec<(String, String)>) -> HarnessResult<Self> {
+        let mut server = Self::prepare(config, envs)?;
+        server.start_again().await?;
+        Ok(server)
+    }
+
+    /// Three nodes `nats-1..3` on loopback, each running `config_dir/cluster.conf` (which
+    /// includes `accounts.conf` from the same directory) with its own store, routes
+    /// authenticated with a fresh route password. The file's cluster listen port is replaced
+    /// by a free loopback port per node (`node-<i>.conf` beside it); everything else is the
+    /// file as shipped. Returns once every node reports healthy (JetStream meta leader known).
+    pub async fn start_cluster(config_dir: &Path, envs: Vec<(String, String)>) -> HarnessResult<Vec<Self>> {
+        let template =
+            std::fs::read_to_string(config_dir.join("cluster.conf")).map_err(|e| format!("cluster.conf: {e}"))?;
+        let anchor = "\n  port: 6222\n";
+        if !template.contains(anchor) {
+            return Err(format!("nats/cluster.conf changed: update start_cluster in {}", file!()));
+        }
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let password = format!("pw{:032x}", rand::random::<u128>());
+        let routes: Vec<String> =
+            route_ports.iter().map(|p| format!("\"nats-route://route:{password}@127.0.0.1:{p}\"")).collect();
+        let mut nodes = Vec::new();
+        for (i, route_port) in route_ports.iter().enumerate() {
+            let config = config_dir.join(format!("node-{}.conf", i + 1));
+            let text = template.replacen(anchor, &format!("\n  listen: 127.0.0.1:{route_port}\n"), 1);
+            std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
+            let mut node_envs = envs.clone();
+            node_envs.extend([
+                ("NATS_SERVER_NAME".to_owned(), format!("nats-{}", i + 1)),
+                ("NATS_ROUTE_PASSWORD".to_owned(), password.clone()),
+                ("NATS_ROUTES".to_owned(), format!("[{}]", routes.join(", "))),
+            ]);
+            let mut node = Self::prepare(Some(&config), node_envs)?;
+            node.spawn()?;
+            nodes.push(node);
+        }
+        // A clustered JetStream is healthy only with a quorum: wait once all three run.
+        for node in &mut nodes {
+            node.wait_healthy().await?;
+        }
+        Ok(nodes)
+    }
+
+    fn prepare(config: Option<&Path>, envs: Vec<(String, String)>) -> HarnessResult<Self> {
         let bin = find_program("NATS_SERVER_BIN", "nats-server").ok_or(
             "nats-server not found: run scripts/test-deps.sh (installs nats-server 2.12.8 into .tools/) \
              or set NATS_SERVER_BIN",
         )?;
         check_version(&bin)?;
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let mut server = Self {
+        Ok(Self {
             child: None,
             bin,
             config: config.map(Path::to_path_buf),
@@ -48,13 +93,16 @@ impl NatsServer {
             port: free_port(),
             monitor_port: free_port(),
             dir,
-        };
-        server.start_again().await?;
-        Ok(server)
+        })
     }
 
     /// Starts the server (again) on the same ports and store, e.g. after [`Self::stop`].
     pub async fn start_again(&mut self) -> HarnessResult<()> {
+        self.spawn()?;
+        self.wait_healthy().await
+    }
+
+    fn spawn(&mut self) -> HarnessResult<()> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()]);
         match &self.config {
@@ -63,20 +111,29 @@ impl NatsServer {
             None => cmd.arg("-js").arg("-sd").arg(self.dir.path()),
         };
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
-        let mut child = ChildProcess::spawn("nats-server", cmd)?;
-        // /healthz on the monitoring port answers 200 once JetStream is ready too.
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.child = Some(ChildProcess::spawn("nats-server", cmd)?);
+        Ok(())
+    }
+
+    /// Waits until /healthz on the monitoring port answers 200 (JetStream ready too).
+    async fn wait_healthy(&mut self) -> HarnessResult<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         while http::get_status(self.monitor_port, "/healthz").await != Some(200) {
+            let child = self.child.as_mut().ok_or("nats-server is not running")?;
             if let Some(status) = child.exit_status() {
                 return Err(format!("nats-server exited ({status}):\n{}", child.output()));
             }
             if Instant::now() > deadline {
-                return Err(format!("nats-server not healthy within 15 s:\n{}", child.output()));
+                return Err(format!("nats-server not healthy within 20 s:\n{}", child.output()));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        self.child = Some(child);
         Ok(())
+    }
+
+    /// The `server_name` (`nats-<i>` in a cluster).
+    pub fn name(&self) -> &str {
+        self.envs.iter().find(|(k, _)| k == "NATS_SERVER_NAME").map_or("", |(_, v)| v.as_str())
     }
 
     /// Stops the server (SIGKILL); the store stays for [`Self::start_again`].

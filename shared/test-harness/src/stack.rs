@@ -12,8 +12,10 @@ use crate::{ChildProcess, HarnessResult, NatsServer, OtlpReceiver, Postgres, Tes
 /// The servers one test runs against.
 #[derive(Debug)]
 pub struct ChatStack {
-    /// nats-server with JetStream.
+    /// nats-server with JetStream (in a cluster stack: node `nats-1`).
     pub nats: NatsServer,
+    /// With [`ChatStack::start_secured_cluster`]: nodes `nats-2` and `nats-3`.
+    pub other_nodes: Vec<NatsServer>,
     /// PostgreSQL (owned by the stack so it can be stopped and started).
     pub postgres: Postgres,
     /// This test's database.
@@ -22,8 +24,8 @@ pub struct ChatStack {
     pub otlp: OtlpReceiver,
     /// With [`ChatStack::start_secured`]: the generated `.env` (keys and passwords).
     pub secrets: BTreeMap<String, String>,
-    /// The server's config file (the project's plus the test admin), kept while it runs.
-    _nats_config: Option<tempfile::NamedTempFile>,
+    /// The servers' config files (the project's plus the test admin), kept while they run.
+    _nats_config: Option<tempfile::TempDir>,
     /// Exporter settings that replace the receiver's for the services and chat-cli
     /// started from now on (e.g. traces to a real Tempo): see [`ChatStack::export_to`].
     export_overrides: Vec<(String, String)>,
@@ -33,22 +35,47 @@ pub struct ChatStack {
 const TEST_ADMIN: &str = "test-admin";
 const TEST_ADMIN_PASSWORD: &str = "TEST_ADMIN_PASSWORD";
 
-/// The project's `nats.conf` plus the `test-admin` user in `CHAT` (listed in
-/// `auth_users`, so it bypasses the callout). Fails if the anchors it edits moved.
-fn with_test_admin(project: &std::path::Path) -> HarnessResult<tempfile::NamedTempFile> {
-    let text = std::fs::read_to_string(project).map_err(|e| format!("{}: {e}", project.display()))?;
+/// The project's `nats/*.conf` in a temp dir, with the `test-admin` user added to `CHAT` in
+/// `accounts.conf` (listed in `auth_users`, so it bypasses the callout). Fails if the
+/// anchors it edits moved.
+fn with_test_admin() -> HarnessResult<tempfile::TempDir> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let project = crate::paths::workspace_root().join("nats");
+    for name in ["nats.conf", "cluster.conf", "accounts.conf"] {
+        std::fs::copy(project.join(name), dir.path().join(name)).map_err(|e| format!("copy nats/{name}: {e}"))?;
+    }
+    let accounts = dir.path().join("accounts.conf");
+    let text = std::fs::read_to_string(&accounts).map_err(|e| format!("{}: {e}", accounts.display()))?;
     let users_anchor = "    users: [\n      # persist-worker";
     let auth_users_anchor = "auth_users: [ auth, persist, history, tracer ]";
     if !text.contains(users_anchor) || !text.contains(auth_users_anchor) {
-        return Err(format!("nats.conf changed: update with_test_admin in {}", file!()));
+        return Err(format!("nats/accounts.conf changed: update with_test_admin in {}", file!()));
     }
     let admin = format!("{{ user: {TEST_ADMIN}, password: ${TEST_ADMIN_PASSWORD} }}");
     let text = text
         .replacen(users_anchor, &format!("    users: [\n      {admin}\n      # persist-worker"), 1)
         .replacen(auth_users_anchor, &format!("auth_users: [ auth, persist, history, tracer, {TEST_ADMIN} ]"), 1);
-    let file = tempfile::Builder::new().suffix(".conf").tempfile().map_err(|e| format!("temp file: {e}"))?;
-    std::fs::write(file.path(), text).map_err(|e| format!("write {}: {e}", file.path().display()))?;
-    Ok(file)
+    std::fs::write(&accounts, text).map_err(|e| format!("write {}: {e}", accounts.display()))?;
+    Ok(dir)
+}
+
+/// Keys and passwords fresh from `auth-service keygen` plus the test admin's.
+fn fresh_secrets() -> HarnessResult<BTreeMap<String, String>> {
+    let out = Command::new(cargo_bin("auth-service")).arg("keygen").output().map_err(|e| format!("keygen: {e}"))?;
+    let mut secrets: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    secrets.insert(TEST_ADMIN_PASSWORD.to_owned(), random_password());
+    Ok(secrets)
+}
+
+/// The environment nats-server reads the secrets (and the trace sampling) from.
+fn nats_env(secrets: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.push(("NATS_TRACE_SAMPLING".to_owned(), "100".to_owned()));
+    env
 }
 
 /// A random password (nats.conf reads `$VAR` values as config values: start with a letter).
@@ -116,6 +143,7 @@ impl ChatStack {
         let otlp = OtlpReceiver::start().await?;
         Ok(Self {
             nats,
+            other_nodes: Vec::new(),
             postgres,
             db,
             otlp,
@@ -133,22 +161,52 @@ impl ChatStack {
     /// limits in the `CHAT` account ([`ChatStack::admin`]), for setting up and inspecting
     /// what the tests need (raw stored messages, hostile publishes, deleting a consumer).
     pub async fn start_secured() -> HarnessResult<Self> {
-        let out = Command::new(cargo_bin("auth-service")).arg("keygen").output().map_err(|e| format!("keygen: {e}"))?;
-        let secrets: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect();
-        let mut secrets = secrets;
-        secrets.insert(TEST_ADMIN_PASSWORD.to_owned(), random_password());
-        let mut env: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        env.push(("NATS_TRACE_SAMPLING".to_owned(), "100".to_owned()));
-        let config = with_test_admin(&crate::paths::workspace_root().join("nats/nats.conf"))?;
-        let nats = NatsServer::start_with(Some(config.path()), env).await?;
+        let secrets = fresh_secrets()?;
+        let config = with_test_admin()?;
+        let nats = NatsServer::start_with(Some(&config.path().join("nats.conf")), nats_env(&secrets)).await?;
+        Self::with_nats(nats, Vec::new(), secrets, config).await
+    }
+
+    /// Like [`ChatStack::start_secured`] on a three-node cluster running the project's
+    /// `nats/cluster.conf` ([`NatsServer::start_cluster`]): services and chat-cli get every
+    /// node in `NATS_URL` ([`ChatStack::nats_url`]).
+    pub async fn start_secured_cluster() -> HarnessResult<Self> {
+        let secrets = fresh_secrets()?;
+        let config = with_test_admin()?;
+        let mut nodes = NatsServer::start_cluster(config.path(), nats_env(&secrets)).await?.into_iter();
+        let first = nodes.next().ok_or("no node")?;
+        Self::with_nats(first, nodes.collect(), secrets, config).await
+    }
+
+    async fn with_nats(
+        nats: NatsServer,
+        other_nodes: Vec<NatsServer>,
+        secrets: BTreeMap<String, String>,
+        config: tempfile::TempDir,
+    ) -> HarnessResult<Self> {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self { nats, postgres, db, otlp, secrets, _nats_config: Some(config), export_overrides: Vec::new() })
+        Ok(Self {
+            nats,
+            other_nodes,
+            postgres,
+            db,
+            otlp,
+            secrets,
+            _nats_config: Some(config),
+            export_overrides: Vec::new(),
+        })
+    }
+
+    /// Every node's URL, comma separated (one on a single server).
+    pub fn nats_url(&self) -> String {
+        std::iter::once(&self.nats).chain(&self.other_nodes).map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The node named `name` (`nats-1`..`nats-3` in a cluster), for stopping and starting it.
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut NatsServer> {
+        std::iter::once(&mut self.nats).chain(&mut self.other_nodes).find(|n| n.name() == name)
     }
 
     /// Services and chat-cli started from now on export with these `OTEL_*` settings on
@@ -164,7 +222,9 @@ impl ChatStack {
         if let Some(password) = self.secrets.get(TEST_ADMIN_PASSWORD) {
             options = options.user_and_password(TEST_ADMIN.to_owned(), password.clone());
         }
-        options.connect(self.nats.url()).await.map_err(|e| format!("test-admin: {e}"))
+        let urls = self.nats_url();
+        let servers: Vec<&str> = urls.split(',').collect();
+        options.connect(servers).await.map_err(|e| format!("test-admin: {e}"))
     }
 
     fn secret(&self, key: &str) -> &str {
@@ -179,7 +239,7 @@ impl ChatStack {
             .envs(self.export_overrides.iter().map(|(k, v)| (k, v)))
             .env("OTEL_SERVICE_NAME", bin)
             .env("RUST_LOG", "info")
-            .env("NATS_URL", self.nats.url())
+            .env("NATS_URL", self.nats_url())
             .env("DATABASE_URL", &self.db.url)
             .env("HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
         if !self.secrets.is_empty() {
@@ -208,17 +268,24 @@ impl ChatStack {
         Ok(service)
     }
 
-    /// Runs `chat-cli <args>` to completion (bounded by 120 s).
-    pub async fn cli(&self, args: &[&str]) -> HarnessResult<CliRun> {
+    /// `chat-cli <args>` with this stack's environment, not started: for a run the test
+    /// works beside (e.g. stopping a node meanwhile). Killed when dropped.
+    pub fn cli_command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(cargo_bin("chat-cli"));
         cmd.envs(self.otlp.env())
             .envs(self.export_overrides.iter().map(|(k, v)| (k, v)))
             .env("OTEL_SERVICE_NAME", "chat-cli")
-            .env("NATS_URL", self.nats.url())
+            .env("NATS_URL", self.nats_url())
             // Never pick up a token cached by a developer's own `chat-cli login`.
             .env("XDG_CACHE_HOME", std::env::temp_dir().join(format!("chat-cli-test-{}", std::process::id())))
             .args(args)
             .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `chat-cli <args>` to completion (bounded by 120 s).
+    pub async fn cli(&self, args: &[&str]) -> HarnessResult<CliRun> {
+        let mut cmd = self.cli_command(args);
         let output = tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .map_err(|_| format!("chat-cli {args:?} did not finish within 120 s"))?
