@@ -19,6 +19,8 @@ pub struct NatsServer {
     bin: PathBuf,
     config: Option<PathBuf>,
     envs: Vec<(String, String)>,
+    /// Cluster flags of a node without a config file (`-n`, `--cluster`, `--routes`).
+    cluster_flags: Vec<String>,
     port: u16,
     monitor_port: u16,
     dir: tempfile::TempDir,
@@ -78,6 +80,29 @@ impl NatsServer {
         Ok(nodes)
     }
 
+    /// Three nodes `nats-1..3` on loopback with JetStream and no auth (like [`Self::start`]),
+    /// clustered with command-line flags: for benchmarks comparing a cluster with one server.
+    pub async fn start_plain_cluster() -> HarnessResult<Vec<Self>> {
+        let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        let mut nodes = Vec::new();
+        for (i, route_port) in route_ports.iter().enumerate() {
+            let name = format!("nats-{}", i + 1);
+            let mut node = Self::prepare(None, vec![("NATS_SERVER_NAME".to_owned(), name.clone())])?;
+            node.cluster_flags = ["-n", &name, "--cluster_name", "chat", "--cluster"]
+                .map(str::to_owned)
+                .into_iter()
+                .chain([format!("nats://127.0.0.1:{route_port}"), "--routes".to_owned(), routes.join(",")])
+                .collect();
+            node.spawn()?;
+            nodes.push(node);
+        }
+        for node in &mut nodes {
+            node.wait_healthy().await?;
+        }
+        Ok(nodes)
+    }
+
     fn prepare(config: Option<&Path>, envs: Vec<(String, String)>) -> HarnessResult<Self> {
         let bin = find_program("NATS_SERVER_BIN", "nats-server").ok_or(
             "nats-server not found: run scripts/test-deps.sh (installs nats-server 2.12.8 into .tools/) \
@@ -90,6 +115,7 @@ impl NatsServer {
             bin,
             config: config.map(Path::to_path_buf),
             envs,
+            cluster_flags: Vec::new(),
             port: free_port(),
             monitor_port: free_port(),
             dir,
@@ -108,7 +134,7 @@ impl NatsServer {
         match &self.config {
             // The project's config sets `store_dir: $NATS_STORE_DIR` (a second -sd is an error).
             Some(config) => cmd.arg("-c").arg(config).env("NATS_STORE_DIR", self.dir.path()),
-            None => cmd.arg("-js").arg("-sd").arg(self.dir.path()),
+            None => cmd.arg("-js").arg("-sd").arg(self.dir.path()).args(&self.cluster_flags),
         };
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         self.child = Some(ChildProcess::spawn("nats-server", cmd)?);

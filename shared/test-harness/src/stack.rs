@@ -138,19 +138,15 @@ impl ChatStack {
     /// Starts nats-server, PostgreSQL (with a fresh database) and the OTLP receiver.
     pub async fn start() -> HarnessResult<Self> {
         let nats = NatsServer::start().await?;
-        let postgres = Postgres::start()?;
-        let db = postgres.create_database()?;
-        let otlp = OtlpReceiver::start().await?;
-        Ok(Self {
-            nats,
-            other_nodes: Vec::new(),
-            postgres,
-            db,
-            otlp,
-            secrets: BTreeMap::new(),
-            _nats_config: None,
-            export_overrides: Vec::new(),
-        })
+        Self::with_nats(nats, Vec::new(), BTreeMap::new(), None).await
+    }
+
+    /// Like [`ChatStack::start`] on a three-node cluster without auth
+    /// ([`NatsServer::start_plain_cluster`]).
+    pub async fn start_cluster() -> HarnessResult<Self> {
+        let mut nodes = NatsServer::start_plain_cluster().await?.into_iter();
+        let first = nodes.next().ok_or("no node")?;
+        Self::with_nats(first, nodes.collect(), BTreeMap::new(), None).await
     }
 
     /// Like [`ChatStack::start`], but nats-server runs the project's `nats/nats.conf` with
@@ -164,7 +160,7 @@ impl ChatStack {
         let secrets = fresh_secrets()?;
         let config = with_test_admin()?;
         let nats = NatsServer::start_with(Some(&config.path().join("nats.conf")), nats_env(&secrets)).await?;
-        Self::with_nats(nats, Vec::new(), secrets, config).await
+        Self::with_nats(nats, Vec::new(), secrets, Some(config)).await
     }
 
     /// Like [`ChatStack::start_secured`] on a three-node cluster running the project's
@@ -175,14 +171,14 @@ impl ChatStack {
         let config = with_test_admin()?;
         let mut nodes = NatsServer::start_cluster(config.path(), nats_env(&secrets)).await?.into_iter();
         let first = nodes.next().ok_or("no node")?;
-        Self::with_nats(first, nodes.collect(), secrets, config).await
+        Self::with_nats(first, nodes.collect(), secrets, Some(config)).await
     }
 
     async fn with_nats(
         nats: NatsServer,
         other_nodes: Vec<NatsServer>,
         secrets: BTreeMap<String, String>,
-        config: tempfile::TempDir,
+        config: Option<tempfile::TempDir>,
     ) -> HarnessResult<Self> {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
@@ -194,7 +190,7 @@ impl ChatStack {
             db,
             otlp,
             secrets,
-            _nats_config: Some(config),
+            _nats_config: config,
             export_overrides: Vec::new(),
         })
     }
