@@ -34,6 +34,7 @@ RUN for crate in shared/telemetry shared/test-harness shared/chat-protocol share
  && echo 'fn main() {}' > shared/telemetry/benches/per_message.rs \
  && echo 'fn main() {}' > services/history-service/benches/requests.rs \
  && echo 'fn main() {}' > services/persist-worker/benches/drain.rs \
+ && echo 'fn main() {}' > services/persist-worker/benches/cluster.rs \
  && echo 'fn main() {}' > services/auth-service/benches/callout.rs \
  && cargo build --release --locked $BINARIES \
  && rm -rf shared/*/src shared/*/benches services/*/src services/*/benches tests/src

@@ -26,7 +26,7 @@ struct Cluster {
     stack: ChatStack,
     issuer: TestIssuer,
     auth: Vec<Service>,
-    _workers: Vec<Service>,
+    workers: Vec<Service>,
 }
 
 impl Cluster {
@@ -41,7 +41,7 @@ impl Cluster {
         for _ in 0..workers {
             worker_list.push(stack.spawn_service("persist-worker", WORKER_ENV).await.expect("persist-worker"));
         }
-        Self { stack, issuer, auth, _workers: worker_list }
+        Self { stack, issuer, auth, workers: worker_list }
     }
 
     fn cli_args(&self, user: &str) -> Vec<String> {
@@ -121,6 +121,10 @@ async fn killing_the_stream_leader_mid_run_loses_and_duplicates_nothing_and_each
     let history = cluster.cli_as("bob", &["send", "general", "admitted"]).output().await.expect("chat-cli send");
     let stderr = String::from_utf8_lossy(&history.stderr);
     assert!(history.status.success(), "bob is admitted while a node and a callout are down: {stderr}");
+    // Every service is connected to some node, and says so.
+    for service in cluster.workers.iter_mut().chain(cluster.auth.iter_mut()) {
+        service.wait_readyz(200, WAIT).await.expect("ready with one node down");
+    }
     tokio::time::sleep(Duration::from_secs(6)).await;
     cluster.stack.node_mut(&leader).expect("leader node").start_again().await.expect("the node rejoins");
     let new_leader = cluster.stream_info("CHAT").await.cluster.and_then(|c| c.leader);

@@ -183,16 +183,7 @@ impl ChatStack {
         let postgres = Postgres::start()?;
         let db = postgres.create_database()?;
         let otlp = OtlpReceiver::start().await?;
-        Ok(Self {
-            nats,
-            other_nodes,
-            postgres,
-            db,
-            otlp,
-            secrets,
-            _nats_config: config,
-            export_overrides: Vec::new(),
-        })
+        Ok(Self { nats, other_nodes, postgres, db, otlp, secrets, _nats_config: config, export_overrides: Vec::new() })
     }
 
     /// Every node's URL, comma separated (one on a single server).
