@@ -20,20 +20,12 @@ use std::time::{Duration, Instant};
 
 use test_harness::{ChatStack, Service, cpu_seconds};
 
+mod common;
+use common::{publish_to_commit_ms, rows};
+
 const BACKLOG: usize = 20_000;
 const RATE: u32 = 1_000;
 const PACED_SECONDS: u32 = 10;
-
-/// The numbers in the answer to `query` (empty while the table does not exist yet).
-async fn psql_numbers(url: &str, query: &str) -> Vec<f64> {
-    let out = tokio::process::Command::new("psql").args([url, "-tA", "-F", " ", "-c", query]).output().await;
-    let out = out.expect("psql");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|f| f.parse().ok()).collect()
-}
-
-async fn rows(url: &str) -> usize {
-    psql_numbers(url, "SELECT count(*) FROM chat.messages").await.first().map_or(0, |n| *n as usize)
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Setup {
@@ -93,20 +85,7 @@ async fn paced(setup: Setup) -> (f64, f64) {
     let _workers = setup.workers(&stack).await;
     let duration = format!("{PACED_SECONDS}s");
     stack.cli_ok(&["load", "--rate", &RATE.to_string(), "--duration", &duration]).await.expect("load");
-    let query = "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
-                 FROM (SELECT extract(epoch FROM persisted_at - sent_at) * 1000 AS ms FROM chat.messages) t";
-    let started = Instant::now();
-    loop {
-        let fields = psql_numbers(&stack.db.url, query).await;
-        if let [count, p50, p99] = fields[..]
-            && count >= f64::from(RATE * PACED_SECONDS) * 0.95
-        {
-            return (p50, p99);
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "paced messages not stored: {fields:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    publish_to_commit_ms(&stack.db.url, f64::from(RATE * PACED_SECONDS) * 0.95).await
 }
 
 #[tokio::main]

@@ -22,19 +22,10 @@ use test_harness::model::SpanRecord;
 use test_harness::otlp::Captured;
 use test_harness::{ChatStack, cpu_seconds};
 
+mod common;
+use common::{publish_to_commit_ms, rows};
+
 const BACKLOG: usize = 20_000;
-
-/// The numbers in the answer to `query` (empty while the table does not exist yet).
-async fn psql_numbers(url: &str, query: &str) -> Vec<f64> {
-    let out = tokio::process::Command::new("psql").args([url, "-tA", "-F", " ", "-c", query]).output().await;
-    let out = out.expect("psql");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|f| f.parse().ok()).collect()
-}
-
-async fn rows(url: &str) -> usize {
-    let count = psql_numbers(url, "SELECT count(*) FROM chat.messages").await;
-    count.first().map_or(0, |n| *n as usize)
-}
 
 /// `telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE`, as text (checked in `main`).
 const BSP_QUEUE: &str = "16384";
@@ -149,21 +140,9 @@ async fn paced_latency(tracing: Tracing, rate: u32) -> (f64, f64, f64) {
     let duration = format!("{PACED_SECONDS}s");
     let summary = stack.cli_ok(&["load", "--rate", &rate.to_string(), "--duration", &duration]).await.expect("load");
     let achieved = summary.last().and_then(|s| s["rate"].as_f64()).unwrap_or_default();
-    let query = "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
-                 FROM (SELECT extract(epoch FROM persisted_at - sent_at) * 1000 AS ms FROM chat.messages) t";
-    let started = Instant::now();
-    loop {
-        let fields = psql_numbers(&stack.db.url, query).await;
-        // The load run has waited for each message's stream ack: all of them get stored.
-        if let [count, p50, p99] = fields[..]
-            && count >= f64::from(rate * PACED_SECONDS) * 0.95
-        {
-            return (achieved, p50, p99);
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "paced messages not stored: {fields:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The load run has waited for each message's stream ack: all of them get stored.
+    let (p50, p99) = publish_to_commit_ms(&stack.db.url, f64::from(rate * PACED_SECONDS) * 0.95).await;
+    (achieved, p50, p99)
 }
 
 /// `process` spans the worker should have exported (one per message) but that never
