@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 COMPOSE ?= docker compose
 
-.PHONY: up up-cluster down-cluster clean-cluster down clean logs ps keys demo urls test test-e2e check-config \
+.PHONY: up up-cluster demo-cluster down-cluster clean-cluster down clean logs ps keys demo urls test test-e2e check-config \
         test-deps fmt-check lint build doc-test unit-and-integration fuzz
 
 ## up: generate keys if missing, build (once, chat-cli too), start, wait until healthy (or fail with the logs), print URLs
@@ -16,6 +16,10 @@ CLUSTER_COMPOSE = $(COMPOSE) -f docker-compose.yml -f docker-compose.cluster.yml
 up-cluster: .env
 	@COMPOSE="$(CLUSTER_COMPOSE)" bash scripts/up.sh
 	@$(MAKE) --no-print-directory urls
+
+## demo-cluster: `make demo` against the cluster profile (the plain `make demo` would reconfigure its workers)
+demo-cluster:
+	@$(MAKE) --no-print-directory demo COMPOSE="$(CLUSTER_COMPOSE)"
 
 ## down-cluster: stop the cluster profile (data volumes stay); clean-cluster also deletes them
 down-cluster:

@@ -55,6 +55,13 @@ fn the_overlay_gives_three_nats_nodes_and_replicated_services_all_nodes() {
     }
     assert_eq!(names, BTreeSet::from(["nats-1".into(), "nats-2".into(), "nats-3".into()]), "unique server names");
     assert_eq!(stores.len(), 3, "each node its own JetStream store: {stores:?}");
+    let single = yaml("docker-compose.yml");
+    let single_store = strings(&single["services"]["nats"]["volumes"]).into_iter().find(|v| v.ends_with(":/data"));
+    let single_volume = single_store.and_then(|v| v.split(':').next().map(str::to_owned)).expect("single store");
+    assert!(
+        stores.iter().all(|s| !s.starts_with(&format!("{single_volume}:"))),
+        "a clustered store must not reuse the single server's volume {single_volume}: {stores:?}"
+    );
     let aliases = strings(&services["nats"]["networks"]["default"]["aliases"]);
     assert!(aliases.contains(&"nats-1".to_owned()), "the routes name node 1 nats-1");
 
