@@ -13,8 +13,11 @@
 //!   sampled (`-00`): what 90 % of the messages cost under 10 % head sampling;
 //! - `spans`: the SDK, every span recorded, the redacting and batch processors, an
 //!   exporter that drops the batches;
-//! - `spans+otlp`: the same, and the exporter encodes every batch to OTLP protobuf as the
-//!   real exporter does before sending it.
+//! - `spans+otlp`: the same, and every batch encoded to OTLP protobuf by
+//!   `telemetry::otlp_encode`, as the crate's OTLP/gRPC exporter does before sending it;
+//! - `spans+proto`: the same bytes made as opentelemetry-otlp's exporters make them
+//!   (`opentelemetry-proto`'s message structs, then prost; used for OTLP/HTTP and for
+//!   settings the crate's exporter leaves to it).
 //!
 //! Reports process CPU (all threads, so the batch thread's work counts) and wall time per
 //! message, medians over the rounds, the difference to `off`, bytes per span, and spans
@@ -41,6 +44,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
 };
 use prost::Message as _;
+use telemetry::otlp_encode::TraceRequestEncoder;
 use telemetry::{DbSpans, Delivery, MessageRef, Messaging, Peer, RedactingSpanProcessor, Settlement, Statement};
 
 #[global_allocator]
@@ -59,28 +63,46 @@ const INSERT: Statement = Statement {
     query: "INSERT INTO chat.messages (...) SELECT * FROM UNNEST(...)",
 };
 
-/// Counts what reaches the exporter; optionally encodes it like the OTLP exporter.
+/// How the exporter turns a batch into OTLP bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Encoding {
+    /// Not at all (the batch is dropped).
+    #[default]
+    None,
+    /// As opentelemetry-otlp does: `opentelemetry-proto`'s structs, then prost.
+    Official,
+    /// `telemetry::otlp_encode`: straight from `SpanData` to bytes (the crate's exporter).
+    Direct,
+}
+
+/// Counts what reaches the exporter; optionally encodes it to OTLP protobuf.
 #[derive(Debug, Clone, Default)]
 struct CountingExporter {
-    encode: bool,
+    encoding: Encoding,
     spans: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
     resource: Arc<ResourceAttributesWithSchema>,
+    direct: Arc<TraceRequestEncoder>,
 }
 
 impl SpanExporter for CountingExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         self.spans.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if self.encode {
-            let request =
-                ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(batch, &self.resource) };
-            self.bytes.fetch_add(request.encode_to_vec().len() as u64, Ordering::Relaxed);
-        }
+        let bytes = match self.encoding {
+            Encoding::None => 0,
+            Encoding::Official => {
+                let spans = group_spans_by_resource_and_scope(batch, &self.resource);
+                ExportTraceServiceRequest { resource_spans: spans }.encode_to_vec().len()
+            }
+            Encoding::Direct => self.direct.encode(&batch).len(),
+        };
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(())
     }
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = Arc::new(resource.into());
+        self.direct = Arc::new(TraceRequestEncoder::new(resource));
     }
 }
 
@@ -99,16 +121,16 @@ struct Setup {
 enum Mode {
     Off,
     Unsampled,
-    Spans { encode: bool },
+    Spans(Encoding),
 }
 
 impl Setup {
     fn new(name: &'static str, mode: &Mode, peer: &Peer) -> Self {
-        let encode = matches!(mode, Mode::Spans { encode: true });
-        let exporter = CountingExporter { encode, ..CountingExporter::default() };
+        let encoding = if let Mode::Spans(encoding) = mode { *encoding } else { Encoding::None };
+        let exporter = CountingExporter { encoding, ..CountingExporter::default() };
         let (tracer, provider) = match mode {
             Mode::Off => (BoxedTracer::new(Box::new(NoopTracer::new())), None),
-            Mode::Unsampled | Mode::Spans { .. } => {
+            Mode::Unsampled | Mode::Spans(_) => {
                 // A queue that holds what is made between two flushes: nothing is dropped
                 // (dropped spans cost nothing and would flatter the figures).
                 let config = BatchConfigBuilder::default()
@@ -229,8 +251,9 @@ fn main() {
     let mut setups = vec![
         Setup::new("off", &Mode::Off, &peer),
         Setup::new("unsampled", &Mode::Unsampled, &peer),
-        Setup::new("spans", &Mode::Spans { encode: false }, &peer),
-        Setup::new("spans+otlp", &Mode::Spans { encode: true }, &peer),
+        Setup::new("spans", &Mode::Spans(Encoding::None), &peer),
+        Setup::new("spans+otlp", &Mode::Spans(Encoding::Direct), &peer),
+        Setup::new("spans+proto", &Mode::Spans(Encoding::Official), &peer),
     ];
     // PER_MESSAGE_ONLY=spans+otlp runs one setup (to profile it with perf).
     if let Ok(only) = std::env::var("PER_MESSAGE_ONLY") {
@@ -272,7 +295,7 @@ fn main() {
             ),
         };
         println!(
-            "  {:<11} CPU {:6.2} µs (+{:5.2} µs over off)   wall {:6.2} µs{detail}",
+            "  {:<12} CPU {:6.2} µs (+{:5.2} µs over off)   wall {:6.2} µs{detail}",
             setup.name,
             cpu,
             cpu - off_cpu,

@@ -56,6 +56,8 @@
 mod db;
 mod filters;
 mod health;
+pub mod otlp_encode;
+mod otlp_grpc;
 mod policy;
 mod process_metrics;
 mod propagation;

@@ -24,6 +24,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::filters::{self, Gate};
+use crate::otlp_grpc::{DirectGrpcSpanExporter, SpanSink};
 use crate::policy::{RedactingLoggerProvider, RedactingSpanProcessor};
 use crate::process_metrics;
 use crate::sdk_health::{self, ExportCounter, SpanStartCounter};
@@ -74,6 +75,14 @@ pub enum InitError {
         signal: &'static str,
         /// What the exporter said.
         source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// The OTLP endpoint of the crate's own span exporter is not a URL.
+    #[error("cannot build the OTLP {signal} exporter: {reason}")]
+    Endpoint {
+        /// `traces`.
+        signal: &'static str,
+        /// Why.
+        reason: String,
     },
     /// A global `tracing` subscriber was already installed.
     #[error("a tracing subscriber is already installed: {0}")]
@@ -215,11 +224,22 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     let resource = resource(settings, service);
     let exporter_error = |signal| move |source| InitError::Exporter { signal, source };
 
-    let spans = match settings.protocol(Signal::Traces) {
-        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
-        Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
-    }
-    .map_err(exporter_error("traces"))?;
+    // OTLP/gRPC with plain settings: the crate's own encoder (see otlp_grpc); else the
+    // official exporter.
+    let direct = match settings.protocol(Signal::Traces) {
+        Protocol::Grpc => DirectGrpcSpanExporter::from_env(&|name| std::env::var(name).ok()),
+        Protocol::HttpProtobuf => None,
+    };
+    let spans = match direct {
+        Some(direct) => SpanSink::Direct(direct.map_err(|reason| InitError::Endpoint { signal: "traces", reason })?),
+        None => SpanSink::Official(
+            match settings.protocol(Signal::Traces) {
+                Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+                Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
+            }
+            .map_err(exporter_error("traces"))?,
+        ),
+    };
     let metrics = match settings.protocol(Signal::Metrics) {
         Protocol::Grpc => MetricExporter::builder().with_tonic().build(),
         Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
