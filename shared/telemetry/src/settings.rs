@@ -3,7 +3,9 @@
 //! Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, endpoints, timeouts,
 //! headers, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_BLRP_*`,
 //! `OTEL_METRIC_EXPORT_INTERVAL`) is read by the SDK and the OTLP exporters, and no code
-//! here overrides it.
+//! here overrides it. The one exception: the crate's own OTLP/gRPC span exporter
+//! (`otlp_grpc`) reads the traces endpoint and timeout the same way, and leaves every other
+//! exporter setting to opentelemetry-otlp's exporter by not being used.
 
 /// Reads a variable; the indirection lets tests supply their own environment.
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
