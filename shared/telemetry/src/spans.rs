@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -234,6 +235,10 @@ pub struct Messaging {
 struct MessagingInner {
     tracer: BoxedTracer,
     server: [KeyValue; 2],
+    /// Set once a span of a sampled parent (or a root) was recording: from then on such
+    /// spans get their attributes in the builder. Never set for a no-op tracer, whose
+    /// spans then cost no attribute building at all.
+    records_sampled: AtomicBool,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -264,45 +269,63 @@ impl Messaging {
             KeyValue::new("server.address", Value::String(StringValue::from(address))),
             KeyValue::new("server.port", i64::from(peer.port)),
         ];
-        Self { inner: Arc::new(MessagingInner { tracer, server }) }
+        Self { inner: Arc::new(MessagingInner { tracer, server, records_sampled: AtomicBool::new(false) }) }
     }
 
-    /// One span shape for every messaging operation; the attributes are built only when
-    /// the sampler records the span.
+    /// One span shape for every messaging operation. A span that will be recorded gets its
+    /// attributes in the span builder: the SDK moves the `Vec` in, instead of growing its
+    /// own by one locked `set_attribute` each (2 µs of the 3 µs a `process` span cost).
+    /// Whether it will be is known only afterwards, so: a child of an unsampled parent (never
+    /// recorded under the parent-based samplers, the default) and every span until one
+    /// was seen recording (a no-op tracer never is) get their attributes only if they turn
+    /// out to be recording; after that, sampled children and roots go through the builder.
     fn start(&self, shape: &Shape<'_>, msg: &MessageRef<'_>, parent: &Context) -> Traced {
         let tracer = &self.inner.tracer;
         let name = span_name(shape.operation, msg.template);
-        let span =
-            tracer.span_builder(Cow::Borrowed(name)).with_kind(shape.kind.clone()).start_with_context(tracer, parent);
-        let cx = parent.with_span(span);
+        let builder = tracer.span_builder(Cow::Borrowed(name)).with_kind(shape.kind.clone());
+        let parent_span = parent.span();
+        let parent_context = parent_span.span_context();
+        let likely = !parent_context.is_valid() || parent_context.is_sampled();
+        if likely && self.inner.records_sampled.load(Ordering::Relaxed) {
+            let span = builder.with_attributes(self.attributes(shape, msg)).start_with_context(tracer, parent);
+            return Traced { cx: parent.with_span(span) };
+        }
+        let cx = parent.with_span(builder.start_with_context(tracer, parent));
         if cx.span().is_recording() {
-            let mut attributes = Vec::with_capacity(16);
-            attributes.extend([
-                KeyValue::new("messaging.system", "nats"),
-                KeyValue::new("messaging.operation.name", shape.operation),
-                KeyValue::new("messaging.operation.type", shape.operation_type),
-                KeyValue::new("messaging.destination.name", text(msg.subject)),
-                KeyValue::new("messaging.destination.template", msg.template),
-                KeyValue::new("messaging.message.body.size", as_i64(msg.body_size as u64)),
-            ]);
-            attributes.extend(self.inner.server.iter().cloned());
-            if let Some(id) = msg.message_id {
-                attributes.push(KeyValue::new("messaging.message.id", text(id)));
+            cx.span().set_attributes(self.attributes(shape, msg));
+            if likely {
+                self.inner.records_sampled.store(true, Ordering::Relaxed);
             }
-            if let Some(group) = shape.group {
-                attributes.push(KeyValue::new("messaging.consumer.group.name", group));
-            }
-            if let Some(d) = shape.delivery {
-                attributes.extend([
-                    KeyValue::new("messaging.message_redelivered", d.is_redelivery()),
-                    KeyValue::new("messaging.nats.delivery_count", as_i64(d.delivery_count)),
-                    KeyValue::new("messaging.nats.stream.sequence", as_i64(d.stream_sequence)),
-                    KeyValue::new("messaging.nats.queue_wait", d.queue_wait_seconds),
-                ]);
-            }
-            cx.span().set_attributes(attributes);
         }
         Traced { cx }
+    }
+
+    fn attributes(&self, shape: &Shape<'_>, msg: &MessageRef<'_>) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(16);
+        attributes.extend([
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("messaging.operation.name", shape.operation),
+            KeyValue::new("messaging.operation.type", shape.operation_type),
+            KeyValue::new("messaging.destination.name", text(msg.subject)),
+            KeyValue::new("messaging.destination.template", msg.template),
+            KeyValue::new("messaging.message.body.size", as_i64(msg.body_size as u64)),
+        ]);
+        attributes.extend(self.inner.server.iter().cloned());
+        if let Some(id) = msg.message_id {
+            attributes.push(KeyValue::new("messaging.message.id", text(id)));
+        }
+        if let Some(group) = shape.group {
+            attributes.push(KeyValue::new("messaging.consumer.group.name", group));
+        }
+        if let Some(d) = shape.delivery {
+            attributes.extend([
+                KeyValue::new("messaging.message_redelivered", d.is_redelivery()),
+                KeyValue::new("messaging.nats.delivery_count", as_i64(d.delivery_count)),
+                KeyValue::new("messaging.nats.stream.sequence", as_i64(d.stream_sequence)),
+                KeyValue::new("messaging.nats.queue_wait", d.queue_wait_seconds),
+            ]);
+        }
+        attributes
     }
 
     /// PRODUCER span `publish <template>`, child of the current context (or a new root).
@@ -460,6 +483,49 @@ pub async fn run_with_deadline<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+
+    /// The first recorded span gets its attributes set after the start, later ones in the
+    /// builder: both ways give the same attributes; unsampled parents record nothing.
+    #[test]
+    fn spans_get_the_same_attributes_whichever_way_they_are_built() {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let spans = Messaging::with_tracer(
+            BoxedTracer::new(Box::new(provider.tracer("test"))),
+            &Peer::from_url("nats://n:4222"),
+        );
+        let headers = |flags: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                format!("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}").as_str(),
+            );
+            headers
+        };
+        let msg = MessageRef {
+            subject: "chat.msg.general.alice",
+            template: "chat.msg.*.*",
+            message_id: Some("m-1"),
+            body_size: 3,
+        };
+        let facts = Delivery { stream_sequence: 7, delivery_count: 2, queue_wait_seconds: 0.5 };
+        for flags in ["01", "01", "00", "01"] {
+            spans.process(&msg, Some(&headers(flags)), Some(&facts), "persist-worker").end();
+        }
+        let finished = exporter.get_finished_spans().expect("spans");
+        assert_eq!(finished.len(), 3, "the unsampled parent's child is not recorded");
+        let sorted = |s: &SpanData| {
+            let mut kv: Vec<String> = s.attributes.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect();
+            kv.sort();
+            kv
+        };
+        assert_eq!(sorted(&finished[0]).len(), 14, "{:?}", sorted(&finished[0]));
+        assert_eq!(sorted(&finished[0]), sorted(&finished[1]));
+        assert_eq!(sorted(&finished[0]), sorted(&finished[2]));
+    }
 
     #[test]
     fn peer_from_urls() {
