@@ -252,7 +252,10 @@ async fn with_settle_spans_the_settlements_are_client_spans() {
         .await
         .map(|_| trace)
         .expect("nak");
-    let trace = app.stack.otlp.trace(&trace.spans()[0].trace_id);
+    // A settle span ends before the process span it belongs to, and may be exported a
+    // batch earlier: wait for both attempts too.
+    let trace = app.stack.otlp.wait_for_spans_in_trace(&trace.spans()[0].trace_id, PROCESS, 2, WAIT).await;
+    let trace = trace.expect("both attempts");
     let attempts = trace.named(PROCESS);
     assert_eq!(attempts.len(), 2, "{}", trace.tree());
     let (nak, ack) = (trace.one("nak chat.msg.*.*"), trace.one("ack chat.msg.*.*"));
