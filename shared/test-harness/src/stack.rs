@@ -186,9 +186,14 @@ impl ChatStack {
         Ok(Self { nats, other_nodes, postgres, db, otlp, secrets, _nats_config: config, export_overrides: Vec::new() })
     }
 
-    /// Every node's URL, comma separated (one on a single server).
+    /// Every node's URL (one on a single server).
+    pub fn node_urls(&self) -> Vec<String> {
+        std::iter::once(&self.nats).chain(&self.other_nodes).map(NatsServer::url).collect()
+    }
+
+    /// [`ChatStack::node_urls`] comma separated, as `NATS_URL` takes them.
     pub fn nats_url(&self) -> String {
-        std::iter::once(&self.nats).chain(&self.other_nodes).map(NatsServer::url).collect::<Vec<_>>().join(",")
+        self.node_urls().join(",")
     }
 
     /// The node named `name` (`nats-1`..`nats-3` in a cluster), for stopping and starting it.
@@ -209,9 +214,7 @@ impl ChatStack {
         if let Some(password) = self.secrets.get(TEST_ADMIN_PASSWORD) {
             options = options.user_and_password(TEST_ADMIN.to_owned(), password.clone());
         }
-        let urls = self.nats_url();
-        let servers: Vec<&str> = urls.split(',').collect();
-        options.connect(servers).await.map_err(|e| format!("test-admin: {e}"))
+        options.connect(self.node_urls()).await.map_err(|e| format!("test-admin: {e}"))
     }
 
     fn secret(&self, key: &str) -> &str {
