@@ -11,8 +11,9 @@
 //! - `off`: the no-op tracer (what `OTEL_SDK_DISABLED=true` leaves);
 //! - `unsampled`: the SDK with `parentbased_traceidratio` 0.1 and a producer that was not
 //!   sampled (`-00`): what 90 % of the messages cost under 10 % head sampling;
-//! - `spans`: the SDK, every span recorded, the redacting and batch processors, an
-//!   exporter that drops the batches;
+//! - `spans`: the SDK, every span recorded, the services' span processor
+//!   (`telemetry::span_processor`: start counter, redaction, batching), an exporter that
+//!   drops the batches;
 //! - `spans+otlp`: the same, and every batch encoded to OTLP protobuf by
 //!   `telemetry::otlp_encode`, as the crate's OTLP/gRPC exporter does before sending it;
 //! - `spans+proto`: the same bytes made as opentelemetry-otlp's exporters make them
@@ -40,12 +41,10 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use prost::Message as _;
 use telemetry::otlp_encode::TraceRequestEncoder;
-use telemetry::{DbSpans, Delivery, MessageRef, Messaging, Peer, RedactingSpanProcessor, Settlement, Statement};
+use telemetry::{DbSpans, Delivery, MessageRef, Messaging, Peer, Settlement, Statement};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -137,11 +136,10 @@ impl Setup {
                     .with_max_queue_size(2 * FLUSH_EVERY as usize)
                     .with_max_export_batch_size(2048)
                     .build();
-                let batch = BatchSpanProcessor::builder(exporter.clone()).with_batch_config(config).build();
                 let provider = SdkTracerProvider::builder()
                     .with_resource(Resource::builder().with_service_name("persist-worker").build())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))))
-                    .with_span_processor(RedactingSpanProcessor::new(batch))
+                    .with_span_processor(telemetry::span_processor(exporter.clone(), config))
                     .build();
                 (BoxedTracer::new(Box::new(provider.tracer("persist-worker"))), Some(provider))
             }

@@ -77,7 +77,7 @@ pub use propagation::{
 pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
 pub use setup::{
     DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE, InitError, ServiceInfo, TelemetryGuard, init,
-    run_service,
+    run_service, span_processor,
 };
 pub use spans::{
     DeadlineExceeded, Delivery, MessageRef, Messaging, Peer, Settlement, Traced, record_failure, run_with_deadline,

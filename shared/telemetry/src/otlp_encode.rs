@@ -15,7 +15,7 @@ use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
 
 /// `SpanFlags`: the W3C trace flags in the low byte, then "the context knows whether the
 /// parent is remote" and "the parent is remote" (OTLP trace.proto).
@@ -219,9 +219,26 @@ fn flags(cx: &SpanContext, parent_is_remote: bool) -> u32 {
 
 // --- writing -------------------------------------------------------------------------
 
+/// A varint; most (field keys, lengths of short values) are one byte, written without
+/// a call into prost's general loop (a fifth of the encoder's time, measured with perf).
+#[inline]
+fn put_varint(v: u64, buf: &mut Vec<u8>) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        encode_varint(v, buf);
+    }
+}
+
+/// A field key (`tag << 3 | wire type`).
+#[inline]
+fn put_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    put_varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
 fn write_message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+    put_key(tag, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
 }
 
 fn write_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
@@ -237,20 +254,20 @@ fn write_string(tag: u32, s: &str, buf: &mut Vec<u8>) {
 
 fn write_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
     if v != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(v, buf);
+        put_key(tag, WireType::Varint, buf);
+        put_varint(v, buf);
     }
 }
 
 fn write_fixed64(tag: u32, v: u64, buf: &mut Vec<u8>) {
     if v != 0 {
-        encode_key(tag, WireType::SixtyFourBit, buf);
+        put_key(tag, WireType::SixtyFourBit, buf);
         buf.extend_from_slice(&v.to_le_bytes());
     }
 }
 
 fn write_fixed32(tag: u32, v: u32, buf: &mut Vec<u8>) {
-    encode_key(tag, WireType::ThirtyTwoBit, buf);
+    put_key(tag, WireType::ThirtyTwoBit, buf);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
@@ -271,15 +288,15 @@ fn write_attributes(tag: u32, attributes: &[KeyValue], buf: &mut Vec<u8>) {
 fn write_any_value(value: &Value, buf: &mut Vec<u8>) {
     match value {
         Value::Bool(b) => {
-            encode_key(2, WireType::Varint, buf);
-            encode_varint(u64::from(*b), buf);
+            put_key(2, WireType::Varint, buf);
+            put_varint(u64::from(*b), buf);
         }
         Value::I64(i) => {
-            encode_key(3, WireType::Varint, buf);
-            encode_varint(*i as u64, buf);
+            put_key(3, WireType::Varint, buf);
+            put_varint(*i as u64, buf);
         }
         Value::F64(f) => {
-            encode_key(4, WireType::SixtyFourBit, buf);
+            put_key(4, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&f.to_le_bytes());
         }
         Value::String(s) => write_bytes(1, s.as_str().as_bytes(), buf),

@@ -28,15 +28,18 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
 const METER: &str = "otel.sdk";
 
-/// Counts recorded spans as they start, by sampling result and parent origin.
+/// Counts recorded spans as they start, by sampling result and parent origin, and hands
+/// every call on to `inner`. A wrapper, not a second processor beside `inner`: the SDK
+/// gives each processor of a list its own deep copy of every ended span.
 #[derive(Debug)]
-pub(crate) struct SpanStartCounter {
+pub(crate) struct SpanStartCounter<P> {
     /// Indexed by [`SpanStartCounter::slot`]: (sampled, parent none / local / remote).
     started: [BoundCounter<u64>; 6],
+    inner: P,
 }
 
-impl SpanStartCounter {
-    pub(crate) fn new() -> Self {
+impl<P: SpanProcessor> SpanStartCounter<P> {
+    pub(crate) fn new(inner: P) -> Self {
         let counter = global::meter(METER)
             .u64_counter("otel.sdk.span.started")
             .with_unit("{span}")
@@ -50,7 +53,7 @@ impl SpanStartCounter {
                 KeyValue::new("otel.span.parent.origin", parent),
             ])
         };
-        Self { started: std::array::from_fn(bind) }
+        Self { started: std::array::from_fn(bind), inner }
     }
 
     fn slot(sampled: bool, parent: &Context) -> usize {
@@ -65,19 +68,26 @@ impl SpanStartCounter {
     }
 }
 
-impl SpanProcessor for SpanStartCounter {
+impl<P: SpanProcessor> SpanProcessor for SpanStartCounter<P> {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         self.started[Self::slot(span.span_context().is_sampled(), cx)].add(1);
+        self.inner.on_start(span, cx);
     }
 
-    fn on_end(&self, _span: SpanData) {}
+    fn on_end(&self, span: SpanData) {
+        self.inner.on_end(span);
+    }
 
     fn force_flush(&self) -> OTelSdkResult {
-        Ok(())
+        self.inner.force_flush()
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        Ok(())
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
 

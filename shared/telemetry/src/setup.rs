@@ -14,7 +14,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfig, BatchSpanProcessor, SdkTracerProvider, SpanProcessor};
 use tracing::Metadata;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -265,14 +265,24 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     let spans = ExportCounter::new(spans, "span", exporter_component(settings, Signal::Traces));
     let tracer = SdkTracerProvider::builder()
         .with_resource(resource.clone())
-        .with_span_processor(SpanStartCounter::new())
-        .with_span_processor(RedactingSpanProcessor::new(
-            BatchSpanProcessor::builder(spans).with_batch_config(span_batch_config()).build(),
-        ))
+        .with_span_processor(span_processor(spans, span_batch_config()))
         .build();
     let logs = ExportCounter::new(logs, "log", exporter_component(settings, Signal::Logs));
     let logger = SdkLoggerProvider::builder().with_resource(resource).with_batch_exporter(logs).build();
     Ok(Providers { tracer, logger, meter })
+}
+
+/// A service's one span processor: counts started spans ([`SpanStartCounter`]), applies
+/// the redaction policy, then queues the span for `exporter` in the SDK's batch processor.
+/// One processor, each wrapping the next: a provider with several processors deep-copies
+/// every ended span (attributes, events, links) once per processor.
+pub fn span_processor<E>(exporter: E, config: BatchConfig) -> impl SpanProcessor
+where
+    E: opentelemetry_sdk::trace::SpanExporter + 'static,
+{
+    SpanStartCounter::new(RedactingSpanProcessor::new(
+        BatchSpanProcessor::builder(exporter).with_batch_config(config).build(),
+    ))
 }
 
 /// `otel.component.type` of a signal's OTLP exporter (`otlp_grpc_span_exporter`, ...).
@@ -295,7 +305,7 @@ pub const DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE: usize = 2_048;
 
 /// The SDK's batch settings from `OTEL_BSP_*`, with this crate's defaults for what the
 /// environment leaves unset (set variables always win).
-fn span_batch_config() -> opentelemetry_sdk::trace::BatchConfig {
+fn span_batch_config() -> BatchConfig {
     let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
     if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
         config = config.with_max_queue_size(DEFAULT_BSP_MAX_QUEUE_SIZE);
