@@ -6,15 +6,19 @@
 //! chat-cli (sampled as the round's setting says), then the worker drains it. Reports
 //! messages/s (worker ready -> last row committed), worker CPU per message (utime+stime
 //! from /proc), the `process` spans that never reached the receiver (dropped), and the
-//! ratios to the `off` round of the same triple; then a paced run each way at half the
-//! measured `off` saturation for the publish -> commit latency (p50, p99, achieved rate).
+//! ratios to the `off` round of the same triple; then the saturation of the whole path with
+//! the loader running (tracing off), and a paced run each way at half of it for the
+//! publish -> commit latency (p50, p99, achieved rate).
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
 //! collector, costs CPU on the same two cores). The worker uses its default batch span
 //! processor settings.
 //!
 //! `DRAIN_PERF=on` (or `off`, `10%`) also samples the worker with `perf record -e
-//! cpu-clock -g` during those rounds (files `target/perf-drain-<pid>.data`; read with
-//! `perf report`). `DRAIN_PROTOCOL=http/protobuf` makes the worker export over OTLP/HTTP.
+//! cpu-clock --call-graph dwarf` during those rounds (files
+//! `target/perf-drain-<pid>.data`; read with `perf report`; release builds have no frame
+//! pointers, so `DRAIN_PERF_CALLGRAPH=fp` gives flat profiles only). `DRAIN_BACKLOG=100000`
+//! makes the rounds longer (more samples). `DRAIN_PROTOCOL=http/protobuf` makes the
+//! worker export over OTLP/HTTP.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +29,10 @@ use test_harness::{ChatStack, cpu_seconds};
 mod common;
 use common::{publish_to_commit_ms, rows};
 
-const BACKLOG: usize = 20_000;
+/// Messages per drain round (`DRAIN_BACKLOG` overrides, e.g. for a longer profile).
+fn backlog() -> usize {
+    std::env::var("DRAIN_BACKLOG").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000)
+}
 
 /// `telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE`, as text (checked in `main`).
 const BSP_QUEUE: &str = "16384";
@@ -98,7 +105,7 @@ async fn round(tracing: Tracing) -> Round {
     stack.export_to(&tracing.sampler());
     drop(stack.spawn_service("persist-worker", &[]).await.expect("creates the stream"));
     stack
-        .cli_ok(&["send", "general", "benchmark message", "--count", &BACKLOG.to_string(), "--concurrency", "1024"])
+        .cli_ok(&["send", "general", "benchmark message", "--count", &backlog().to_string(), "--concurrency", "1024"])
         .await
         .expect("backlog");
     let started = Instant::now();
@@ -107,7 +114,16 @@ async fn round(tracing: Tracing) -> Round {
     let perf = (std::env::var("DRAIN_PERF").is_ok_and(|mode| mode == tracing.label())).then(|| {
         let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
         std::process::Command::new("perf")
-            .args(["record", "-e", "cpu-clock", "-g", "-o"])
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "4000",
+                "--call-graph",
+                std::env::var("DRAIN_PERF_CALLGRAPH").as_deref().unwrap_or("dwarf,16384"),
+                "-o",
+            ])
             .arg(out)
             .args(["-p", &worker.process.pid().to_string()])
             .stdout(std::process::Stdio::null())
@@ -115,7 +131,7 @@ async fn round(tracing: Tracing) -> Round {
             .spawn()
             .expect("perf (Debian package linux-perf)")
     });
-    while rows(&stack.db.url).await < BACKLOG {
+    while rows(&stack.db.url).await < backlog() {
         assert!(started.elapsed() < Duration::from_secs(300), "backlog not drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -126,7 +142,7 @@ async fn round(tracing: Tracing) -> Round {
         let _ = perf.wait_with_output();
     }
     let spans_dropped = (tracing == Tracing::On).then_some(spans_dropped(&stack).await);
-    Round { per_second: BACKLOG as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / BACKLOG as f64, spans_dropped }
+    Round { per_second: backlog() as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / backlog() as f64, spans_dropped }
 }
 
 /// Publish -> commit latency at `rate` msg/s for [`PACED_SECONDS`]: each row's
@@ -145,10 +161,28 @@ async fn paced_latency(tracing: Tracing, rate: u32) -> (f64, f64, f64) {
     (achieved, p50, p99)
 }
 
+/// The rate the whole path sustains with the loader on the same two cores, tracing off:
+/// chat-cli `load` offered `offered` msg/s (the drain rate, more than the path takes with
+/// the loader running) for [`SATURATION_SECONDS`]. Returns (sent/s, committed/s): the
+/// loader's achieved rate, and the rows stored when it finished per second of its run.
+/// The paced runs use half the smaller: half of what the drain alone reaches would be
+/// most of the machine once the loader runs too, and would measure queueing.
+async fn pipeline_saturation(offered: f64) -> (f64, f64) {
+    let mut stack = ChatStack::start().await.expect("stack");
+    stack.export_to(&Tracing::Off.sampler());
+    let env = worker_env(Tracing::Off, &stack);
+    let _worker = stack.spawn_service("persist-worker", &as_strs(&env)).await.expect("worker");
+    let (rate, duration) = (format!("{offered:.0}"), format!("{SATURATION_SECONDS}s"));
+    let summary = stack.cli_ok(&["load", "--rate", &rate, "--duration", &duration]).await.expect("load");
+    let committed = rows(&stack.db.url).await as f64;
+    let field = |name: &str| summary.last().and_then(|s| s[name].as_f64()).unwrap_or_default();
+    (field("rate"), committed / field("seconds").max(1e-3))
+}
+
 /// `process` spans the worker should have exported (one per message) but that never
 /// reached the receiver, waiting for the batch processor's last export.
 async fn spans_dropped(stack: &ChatStack) -> usize {
-    let expected = BACKLOG;
+    let expected = backlog();
     let count = |c: &Captured| {
         let per_message = |s: &&SpanRecord| s.name == "process chat.msg.*.*";
         c.spans.iter().filter(|s| s.service_name == "persist-worker").filter(per_message).count()
@@ -163,8 +197,10 @@ async fn spans_dropped(stack: &ChatStack) -> usize {
 /// Off/on pairs (`DRAIN_PAIRS` overrides); each pair gives one ratio, the report is their
 /// median (disk and cache state drift during a run, and a pair sees the same state twice).
 const PAIRS: usize = 5;
-/// The paced runs: this long each, at half of the median `off` saturation rate.
+/// The paced runs: this long each, at half of the measured saturation rate.
 const PACED_SECONDS: u32 = 10;
+/// The saturation run (tracing off, loader and worker together).
+const SATURATION_SECONDS: u32 = 8;
 
 #[tokio::main]
 async fn main() {
@@ -188,7 +224,13 @@ async fn main() {
         on.push(&traced, &off);
         sampled.push(&ten, &off);
     }
-    let saturation = median(&mut off_rates);
+    let drain = median(&mut off_rates);
+    let (sent, committed) = pipeline_saturation(drain).await;
+    let saturation = sent.min(committed);
+    println!(
+        "saturation with the loader on the same cores (tracing off, {drain:.0} msg/s offered): \
+         sent {sent:.0} msg/s, committed {committed:.0} msg/s"
+    );
     let rate = (saturation / 2.0).round() as u32;
     let (off_rate, off_p50, off_p99) = paced_latency(Tracing::Off, rate).await;
     let (on_rate, on_p50, on_p99) = paced_latency(Tracing::On, rate).await;
