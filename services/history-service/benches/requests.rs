@@ -4,7 +4,8 @@
 //! A fresh stack with 200 stored messages; then history-service is started with tracing
 //! off or on (every request traced: it carries a sampled `traceparent`, as chat-cli's do)
 //! and asked `chat.history.general` ([`RATE`] requests/s for [`SECONDS`] s, each awaited
-//! concurrently). Reports the achieved rate, request latency p50 / p99 as the requester
+//! concurrently), after a [`WARM_UP_SECONDS`] warm-up at the same rate that is not
+//! counted. Reports the achieved rate, request latency p50 / p99 as the requester
 //! sees it (NATS round trip, handler, the SELECT of 50 rows), and the service's CPU per
 //! request; then the on/off ratios.
 
@@ -15,6 +16,9 @@ use test_harness::{ChatStack, cpu_seconds};
 const RATE: u32 = 1_000;
 const SECONDS: u32 = 10;
 const PAIRS: usize = 3;
+/// Requests sent at the same rate before the measured ones, not counted: the pool's
+/// connections, prepared statements and the first export happen here.
+const WARM_UP_SECONDS: u32 = 1;
 
 struct Round {
     rate: f64,
@@ -33,16 +37,21 @@ async fn round(stack: &ChatStack, tracing: bool) -> Round {
         .connect(stack.nats.url())
         .await
         .expect("nats");
-    let cpu_before = cpu_seconds(history.process.pid());
     let total = (RATE * SECONDS) as usize;
+    let warm_up = (RATE * WARM_UP_SECONDS) as usize;
+    let mut cpu_before = cpu_seconds(history.process.pid());
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     let per_tick = (RATE / 1000).max(1) as usize;
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut requests = tokio::task::JoinSet::new();
     let mut sent = 0;
-    while sent < total {
+    while sent < warm_up + total {
         ticker.tick().await;
+        if sent == warm_up {
+            (started, cpu_before) = (Instant::now(), cpu_seconds(history.process.pid()));
+        }
         for _ in 0..per_tick {
+            let measured = sent >= warm_up;
             let client = client.clone();
             let trace_id = format!("{:032x}", u128::from(sent as u64) + 1);
             requests.spawn(async move {
@@ -50,16 +59,18 @@ async fn round(stack: &ChatStack, tracing: bool) -> Round {
                 headers.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").as_str());
                 let asked = Instant::now();
                 let reply = client.request_with_headers("chat.history.general", headers, "".into()).await;
-                (reply.is_ok_and(|r| r.headers.is_none()), asked.elapsed())
+                (reply.is_ok_and(|r| r.headers.is_none()), measured, asked.elapsed())
             });
             sent += 1;
         }
     }
     let mut latencies = Vec::with_capacity(total);
     while let Some(done) = requests.join_next().await {
-        let (ok, latency) = done.expect("request task");
+        let (ok, measured, latency) = done.expect("request task");
         assert!(ok, "a history request failed");
-        latencies.push(latency.as_secs_f64() * 1e3);
+        if measured {
+            latencies.push(latency.as_secs_f64() * 1e3);
+        }
     }
     let took = started.elapsed().as_secs_f64();
     let cpu_us = (cpu_seconds(history.process.pid()) - cpu_before) * 1e6 / total as f64;
