@@ -5,7 +5,8 @@
 //! Each measured operation is a full client connection through the real nats-server 2.12
 //! with the project's nats.conf: CONNECT -> sealed callout request -> token validation ->
 //! signed, sealed user JWT -> connected. Reports connections per second (8 concurrent
-//! clients) and p50/p99 latency of sequential connections.
+//! clients) and p50/p99 latency of sequential connections, and first the same latency for
+//! a user nats.conf knows itself (no callout: the floor of a connection).
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,21 @@ async fn main() {
     let stack = ChatStack::start_secured().await.expect("stack");
     let issuer = TestIssuer::start().await.expect("issuer");
     let token = issuer.token(&issuer.claims("alice", &["chat-user"]));
+    // The floor: the same connection as a user the server knows itself (no callout).
+    let mut plain = Vec::with_capacity(SEQUENTIAL);
+    for i in 0..SEQUENTIAL + 20 {
+        let started = Instant::now();
+        drop(stack.admin().await.expect("admin connects"));
+        if i >= 20 {
+            plain.push(started.elapsed());
+        }
+    }
+    plain.sort();
+    println!(
+        "no callout   (a user in nats.conf)              p50 {:6.2} ms   p99 {:6.2} ms (sequential)",
+        plain[SEQUENTIAL / 2].as_secs_f64() * 1e3,
+        plain[SEQUENTIAL * 99 / 100].as_secs_f64() * 1e3
+    );
     let mut results = Vec::new();
     for (label, sdk_disabled) in
         [("tracing off", "true"), ("tracing on", "false"), ("tracing off", "true"), ("tracing on", "false")]
