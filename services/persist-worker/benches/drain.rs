@@ -18,7 +18,9 @@
 //! `target/perf-drain-<pid>.data`; read with `perf report`; release builds have no frame
 //! pointers, so `DRAIN_PERF_CALLGRAPH=fp` gives flat profiles only). `DRAIN_BACKLOG=100000`
 //! makes the rounds longer (more samples). `DRAIN_PROTOCOL=http/protobuf` makes the
-//! worker export over OTLP/HTTP.
+//! worker export over OTLP/HTTP. `DRAIN_PACED_RATE=9000` runs only the paced part at that
+//! rate; `DRAIN_WORKER_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512"` gives the worker more
+//! settings (comma-separated) in every round.
 
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,10 @@ fn worker_env(tracing: Tracing, stack: &ChatStack) -> Vec<(String, String)> {
     .chain(tracing.sampler())
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    // DRAIN_WORKER_ENV="K=V,K2=V2": more settings for the worker (e.g. batch processor).
+    if let Ok(extra) = std::env::var("DRAIN_WORKER_ENV") {
+        env.extend(extra.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())));
+    }
     // DRAIN_PROTOCOL=http/protobuf: the worker exports over OTLP/HTTP instead of gRPC.
     if let Ok(protocol) = std::env::var("DRAIN_PROTOCOL") {
         let endpoint = if protocol == "grpc" { stack.otlp.grpc_endpoint() } else { stack.otlp.http_endpoint() };
@@ -205,6 +211,9 @@ const SATURATION_SECONDS: u32 = 8;
 #[tokio::main]
 async fn main() {
     assert_eq!(BSP_QUEUE, telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE.to_string());
+    if let Some(rate) = std::env::var("DRAIN_PACED_RATE").ok().and_then(|r| r.parse().ok()) {
+        return paced(rate, rate as f64 * 2.0).await;
+    }
     let pairs = std::env::var("DRAIN_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(PAIRS).max(1);
     let (mut off_rates, mut on, mut sampled) = (Vec::new(), Ratios::default(), Ratios::default());
     for _ in 0..pairs {
@@ -231,14 +240,7 @@ async fn main() {
         "saturation with the loader on the same cores (tracing off, {drain:.0} msg/s offered): \
          sent {sent:.0} msg/s, committed {committed:.0} msg/s"
     );
-    let rate = (saturation / 2.0).round() as u32;
-    let (off_rate, off_p50, off_p99) = paced_latency(Tracing::Off, rate).await;
-    let (on_rate, on_p50, on_p99) = paced_latency(Tracing::On, rate).await;
-    println!(
-        "publish -> commit at {rate} msg/s offered (half of {saturation:.0}): off {off_rate:.0} msg/s p50 {off_p50:.1} ms \
-         p99 {off_p99:.1} ms; on {on_rate:.0} msg/s p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.2} ms)",
-        on_p99 - off_p99
-    );
+    paced((saturation / 2.0).round() as u32, saturation).await;
     for (label, ratios) in [("100 %", &mut on), ("10 %", &mut sampled)] {
         println!(
             "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
@@ -248,6 +250,17 @@ async fn main() {
             median(&mut ratios.cpu)
         );
     }
+}
+
+/// The paced runs, off then on, at `rate` (half of `saturation`).
+async fn paced(rate: u32, saturation: f64) {
+    let (off_rate, off_p50, off_p99) = paced_latency(Tracing::Off, rate).await;
+    let (on_rate, on_p50, on_p99) = paced_latency(Tracing::On, rate).await;
+    println!(
+        "publish -> commit at {rate} msg/s offered (half of {saturation:.0}): off {off_rate:.0} msg/s p50 {off_p50:.1} ms \
+         p99 {off_p99:.1} ms; on {on_rate:.0} msg/s p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.2} ms)",
+        on_p99 - off_p99
+    );
 }
 
 /// Per-pair ratios of a traced round to its `off` round.

@@ -134,7 +134,7 @@ impl Setup {
                 // (dropped spans cost nothing and would flatter the figures).
                 let config = BatchConfigBuilder::default()
                     .with_max_queue_size(2 * FLUSH_EVERY as usize)
-                    .with_max_export_batch_size(2048)
+                    .with_max_export_batch_size(telemetry::DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE)
                     .build();
                 let provider = SdkTracerProvider::builder()
                     .with_resource(Resource::builder().with_service_name("persist-worker").build())
