@@ -31,9 +31,14 @@ use test_harness::{ChatStack, cpu_seconds};
 mod common;
 use common::{publish_to_commit_ms, rows};
 
+/// A number from the environment (the `DRAIN_*` knobs), if set and valid.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|n| n.parse().ok())
+}
+
 /// Messages per drain round (`DRAIN_BACKLOG` overrides, e.g. for a longer profile).
 fn backlog() -> usize {
-    std::env::var("DRAIN_BACKLOG").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000)
+    env_number("DRAIN_BACKLOG").unwrap_or(20_000)
 }
 
 /// `telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE`, as text (checked in `main`).
@@ -107,11 +112,12 @@ struct Round {
 }
 
 async fn round(tracing: Tracing) -> Round {
+    let backlog = backlog();
     let mut stack = ChatStack::start().await.expect("stack");
     stack.export_to(&tracing.sampler());
     drop(stack.spawn_service("persist-worker", &[]).await.expect("creates the stream"));
     stack
-        .cli_ok(&["send", "general", "benchmark message", "--count", &backlog().to_string(), "--concurrency", "1024"])
+        .cli_ok(&["send", "general", "benchmark message", "--count", &backlog.to_string(), "--concurrency", "1024"])
         .await
         .expect("backlog");
     let started = Instant::now();
@@ -137,7 +143,7 @@ async fn round(tracing: Tracing) -> Round {
             .spawn()
             .expect("perf (Debian package linux-perf)")
     });
-    while rows(&stack.db.url).await < backlog() {
+    while rows(&stack.db.url).await < backlog {
         assert!(started.elapsed() < Duration::from_secs(300), "backlog not drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -147,8 +153,8 @@ async fn round(tracing: Tracing) -> Round {
         let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait_with_output();
     }
-    let spans_dropped = (tracing == Tracing::On).then_some(spans_dropped(&stack).await);
-    Round { per_second: backlog() as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / backlog() as f64, spans_dropped }
+    let spans_dropped = (tracing == Tracing::On).then_some(spans_dropped(&stack, backlog).await);
+    Round { per_second: backlog as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / backlog as f64, spans_dropped }
 }
 
 /// Publish -> commit latency at `rate` msg/s for [`PACED_SECONDS`]: each row's
@@ -185,10 +191,9 @@ async fn pipeline_saturation(offered: f64) -> (f64, f64) {
     (field("rate"), committed / field("seconds").max(1e-3))
 }
 
-/// `process` spans the worker should have exported (one per message) but that never
-/// reached the receiver, waiting for the batch processor's last export.
-async fn spans_dropped(stack: &ChatStack) -> usize {
-    let expected = backlog();
+/// `process` spans the worker should have exported (one per message of the `expected`)
+/// but that never reached the receiver, waiting for the batch processor's last export.
+async fn spans_dropped(stack: &ChatStack, expected: usize) -> usize {
     let count = |c: &Captured| {
         let per_message = |s: &&SpanRecord| s.name == "process chat.msg.*.*";
         c.spans.iter().filter(|s| s.service_name == "persist-worker").filter(per_message).count()
@@ -211,10 +216,10 @@ const SATURATION_SECONDS: u32 = 8;
 #[tokio::main]
 async fn main() {
     assert_eq!(BSP_QUEUE, telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE.to_string());
-    if let Some(rate) = std::env::var("DRAIN_PACED_RATE").ok().and_then(|r| r.parse().ok()) {
-        return paced(rate, rate as f64 * 2.0).await;
+    if let Some(rate) = env_number("DRAIN_PACED_RATE") {
+        return paced(rate, None).await;
     }
-    let pairs = std::env::var("DRAIN_PAIRS").ok().and_then(|n| n.parse().ok()).unwrap_or(PAIRS).max(1);
+    let pairs = env_number("DRAIN_PAIRS").unwrap_or(PAIRS).max(1);
     let (mut off_rates, mut on, mut sampled) = (Vec::new(), Ratios::default(), Ratios::default());
     for _ in 0..pairs {
         let off = round(Tracing::Off).await;
@@ -240,7 +245,7 @@ async fn main() {
         "saturation with the loader on the same cores (tracing off, {drain:.0} msg/s offered): \
          sent {sent:.0} msg/s, committed {committed:.0} msg/s"
     );
-    paced((saturation / 2.0).round() as u32, saturation).await;
+    paced((saturation / 2.0).round() as u32, Some(saturation)).await;
     for (label, ratios) in [("100 %", &mut on), ("10 %", &mut sampled)] {
         println!(
             "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
@@ -252,12 +257,14 @@ async fn main() {
     }
 }
 
-/// The paced runs, off then on, at `rate` (half of `saturation`).
-async fn paced(rate: u32, saturation: f64) {
+/// The paced runs, off then on, at `rate` (half of the measured `saturation`, or as
+/// `DRAIN_PACED_RATE` asked).
+async fn paced(rate: u32, saturation: Option<f64>) {
     let (off_rate, off_p50, off_p99) = paced_latency(Tracing::Off, rate).await;
     let (on_rate, on_p50, on_p99) = paced_latency(Tracing::On, rate).await;
+    let why = saturation.map_or_else(|| "as DRAIN_PACED_RATE asks".to_owned(), |s| format!("half of {s:.0}"));
     println!(
-        "publish -> commit at {rate} msg/s offered (half of {saturation:.0}): off {off_rate:.0} msg/s p50 {off_p50:.1} ms \
+        "publish -> commit at {rate} msg/s offered ({why}): off {off_rate:.0} msg/s p50 {off_p50:.1} ms \
          p99 {off_p99:.1} ms; on {on_rate:.0} msg/s p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.2} ms)",
         on_p99 - off_p99
     );

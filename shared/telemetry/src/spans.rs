@@ -129,25 +129,6 @@ fn text(value: &str) -> Value {
     Value::String(StringValue::from(value.to_owned()))
 }
 
-/// `text` as a `&'static str`, leaked once per distinct text. For the few values every
-/// span repeats (the server's address): copying a static string into each span's
-/// attributes is a pointer copy, where a shared `Arc<str>` made every span's clone and
-/// drop an atomic on one cache line that the export thread (dropping spans) shares.
-fn interned(text: &str) -> &'static str {
-    static TEXTS: OnceLock<RwLock<Vec<&'static str>>> = OnceLock::new();
-    let texts = TEXTS.get_or_init(RwLock::default);
-    if let Some(known) = texts.read().ok().and_then(|t| t.iter().find(|k| **k == text).copied()) {
-        return known;
-    }
-    let Ok(mut texts) = texts.write() else { return Box::leak(text.into()) };
-    if let Some(known) = texts.iter().find(|k| **k == text) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(text.into());
-    texts.push(leaked);
-    leaked
-}
-
 /// `{operation} {template}` as a `&'static str`, made once per pair (span names are
 /// `Cow<'static, str>`: a borrowed name costs no allocation per span). The pairs are few
 /// and their strings are literals: a short list searched by address, no hashing.
@@ -283,8 +264,9 @@ impl Messaging {
 
     /// Spans of `tracer` (benchmarks and tests bring their own provider).
     pub fn with_tracer(tracer: BoxedTracer, peer: &Peer) -> Self {
+        let address: Arc<str> = Arc::from(peer.address.as_str());
         let server = [
-            KeyValue::new("server.address", interned(&peer.address)),
+            KeyValue::new("server.address", Value::String(StringValue::from(address))),
             KeyValue::new("server.port", i64::from(peer.port)),
         ];
         Self { inner: Arc::new(MessagingInner { tracer, server, records_sampled: AtomicBool::new(false) }) }
