@@ -12,6 +12,12 @@ FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
 ENV BINARIES="-p auth-service -p persist-worker -p history-service -p nats-trace-bridge -p chat-cli"
 
+# 0. The patched dependencies Cargo.toml points at (patches/README.md).
+RUN apt-get update && apt-get install -y --no-install-recommends patch && rm -rf /var/lib/apt/lists/*
+COPY patches patches
+COPY scripts/patch-crates.sh scripts/
+RUN bash scripts/patch-crates.sh
+
 # 1. Dependency layer: manifests plus empty sources.
 COPY Cargo.toml Cargo.lock ./
 COPY shared/telemetry/Cargo.toml shared/telemetry/

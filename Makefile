@@ -3,7 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 COMPOSE ?= docker compose
 
-.PHONY: up up-cluster demo-cluster down-cluster clean-cluster down clean logs ps keys demo urls test test-e2e check-config \
+PATCHED := .tools/patched/async-nats-0.51.0/.patched
+
+.PHONY: patched-crates up up-cluster demo-cluster down-cluster clean-cluster down clean logs ps keys demo urls test test-e2e check-config \
         test-deps fmt-check lint build doc-test unit-and-integration fuzz
 
 ## up: generate keys if missing, build (once, chat-cli too), start, wait until healthy (or fail with the logs), print URLs
@@ -76,8 +78,8 @@ test: test-deps fmt-check lint build doc-test unit-and-integration fuzz
 
 ## fuzz: each fuzz target for FUZZ_SECONDS (default 15) from the kept corpus; new inputs go to a temp dir
 FUZZ_SECONDS ?= 15
-FUZZ_TARGETS := chat_message trace_context callout_request
-fuzz:
+FUZZ_TARGETS := chat_message trace_context callout_request header_block
+fuzz: $(PATCHED)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	for target in $(FUZZ_TARGETS); do \
 		mkdir -p "$$tmp/$$target" && \
@@ -100,25 +102,30 @@ test-e2e:
 	@if ! docker info >/dev/null 2>&1; then \
 		echo "make test-e2e needs a running Docker engine ('docker info' failed)."; \
 		echo "Without Docker, 'make test' runs everything that can run here."; exit 2; fi
-	@$(MAKE) --no-print-directory up
+	@$(MAKE) --no-print-directory up patched-crates
 	$(CARGO) build --workspace --bins
 	@$(call run-tests,-p stack-checks --test e2e,--run-ignored only --no-capture,--ignored --nocapture)
 
 test-deps:
 	@bash scripts/test-deps.sh
 
-fmt-check:
+## patched-crates: the dependencies the workspace patches (patches/README.md), under .tools/patched
+patched-crates: $(PATCHED)
+$(PATCHED): patches/async-nats-0.51.0.patch scripts/patch-crates.sh
+	@CARGO="$(CARGO)" bash scripts/patch-crates.sh
+
+fmt-check: $(PATCHED)
 	$(CARGO) fmt --all -- --check
 
-lint:
+lint: $(PATCHED)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Integration tests of one crate start the binaries of others.
-build:
+build: $(PATCHED)
 	$(CARGO) build --workspace --bins
 
-doc-test:
+doc-test: $(PATCHED)
 	$(CARGO) test --workspace --doc
 
-unit-and-integration:
+unit-and-integration: $(PATCHED)
 	@$(call run-tests,--workspace --no-fail-fast,,)

@@ -24,6 +24,7 @@ toolchain_ok() {
 }
 
 if toolchain_ok; then
+  CARGO="$CARGO" bash scripts/patch-crates.sh
   "$CARGO" run -q -p auth-service -- keygen > "$tmp"
 else
   echo "no Rust toolchain >= $required here: generating the keys in the auth-service image" >&2

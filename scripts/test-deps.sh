@@ -7,7 +7,8 @@
 #   - docker-compose and promtool, used only to check the compose stack's configs;
 #   - the vendors' published schemas (@keycloak/keycloak-admin-client, @grafana/schema)
 #     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20);
-#   - cargo-fuzz (from crates.io) for the short fuzz run of make test.
+#   - cargo-fuzz (from crates.io) for the short fuzz run of make test;
+#   - the patched crates the workspace builds with (scripts/patch-crates.sh, patches/).
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,4 +66,6 @@ if ! cmp -s tests/schemas/package-lock.json tests/schemas/node_modules/.installe
   cp tests/schemas/package-lock.json tests/schemas/node_modules/.installed-lock
 fi
 say "schemas: $(node -e 'for (const p of ["@keycloak/keycloak-admin-client","@grafana/schema","typescript"]) process.stdout.write(p + "@" + require("./tests/schemas/node_modules/" + p + "/package.json").version + " ")')"
+# The workspace's patched dependencies (Cargo.toml [patch.crates-io] -> .tools/patched)
+bash scripts/patch-crates.sh
 say "ready"

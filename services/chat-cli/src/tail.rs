@@ -49,6 +49,11 @@ pub(crate) async fn tail(
             continue;
         };
         let user = user.to_owned();
+        // Headers the NATS client could not read: the message arrives without them (no
+        // trace context), shown with a note.
+        if let Some(reason) = telemetry::nats::unreadable(&message) {
+            eprintln!("a message from {user} had headers that could not be read ({reason}); shown without them");
+        }
         seen += 1;
         let span = spans.process(
             &MessageRef {

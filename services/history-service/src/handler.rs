@@ -65,6 +65,16 @@ impl Handler {
             message.headers.as_ref(),
             HISTORY_QUEUE_GROUP,
         );
+        // Headers or a reply subject the NATS client could not read (see
+        // `telemetry::nats`): no client of ours sends them, and the reply subject may not
+        // be what was sent. Not answered.
+        if let Some(reason) = telemetry::nats::unreadable(message) {
+            record_failure(&span, "unreadable", "request the NATS client could not read in full; not answered");
+            span.in_scope(|| tracing::warn!(reason, "history request the NATS client could not read in full; ignored"));
+            self.requests.add(1, &[KeyValue::new("result", "unreadable")]);
+            span.end();
+            return;
+        }
         // The reply subject is the requester's choice: answering anything but a chat
         // user's inbox would publish there with this service's permissions.
         if !message.reply.as_deref().is_some_and(is_chat_inbox) {

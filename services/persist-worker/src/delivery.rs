@@ -103,6 +103,12 @@ impl Delivery {
     }
 
     async fn validate(&self, config: &Config) -> Checked {
+        // A header block (or subject) the client could not read: delivered without its
+        // headers (see `telemetry::nats`). It cannot be stored as sent: dead letter.
+        if let Some(reason) = telemetry::nats::unreadable(&self.message) {
+            tracing::warn!(reason, "message the NATS client could not read in full");
+            return Checked::Poison("malformed_headers");
+        }
         // Also refuses literal `*` and `>` tokens, which NATS lets a publisher use.
         let Ok((room, user)) = parse_message_subject(&self.message.subject) else {
             tracing::warn!("message subject has invalid room or user names");

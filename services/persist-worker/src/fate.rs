@@ -8,7 +8,7 @@
 //! | valid                                 | store                  | ack after commit  |
 //! | transient failure, deliveries left    | retry with a delay     | nak(delay)        |
 //! | transient failure, last delivery      | dead letter `retries_exhausted` | term     |
-//! | poison (undecodable, invalid, refused by the database) | dead letter `<reason>` | term |
+//! | poison (undecodable, unreadable headers, invalid, refused by the database) | dead letter `<reason>` | term |
 //! | key taken by a different message      | dead letter `id_conflict` | term           |
 //! | dead letter could not be published    | retry with a delay, forever (counted, alerting) | nak(delay) |
 //!

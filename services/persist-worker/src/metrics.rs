@@ -8,6 +8,7 @@ const ERROR_TYPES: &[&str] = &["db_unavailable", "db_error", "timeout", "injecte
 /// `reason` values of `messages.dead_lettered` and `messages.dead_letter.failures`.
 const DEAD_LETTER_REASONS: &[&str] = &[
     "malformed",
+    "malformed_headers",
     "too_large",
     "bad_text",
     "invalid_subject",

@@ -70,11 +70,17 @@ impl NatsArgs {
     /// Connects as `name` (shown in the server's connection list), with the inbox prefix
     /// `_INBOX.svc.<name>` that `nats/nats.conf` lets that service user subscribe to (and
     /// no chat user). The first connection is retried in the background, so a service
-    /// starts before NATS and reports not ready.
+    /// starts before NATS and reports not ready. Connection events are logged and
+    /// counted (`nats.client.events`; the `NatsConnectionUnstable` alert).
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectFailed> {
+        let events = telemetry::nats::ConnectionEvents::new();
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .custom_inbox_prefix(format!("_INBOX.svc.{name}"))
+            .event_callback(move |event| {
+                events.record(&event);
+                async {}
+            })
             .retry_on_initial_connect();
         if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());

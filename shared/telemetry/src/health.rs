@@ -63,13 +63,17 @@ impl Health {
         self
     }
 
-    /// Adds the check `nats`: ready while the client is connected.
+    /// Adds the check `nats`: ready while the client is connected and its connection
+    /// answers a PING (a flush), so a client whose connection task is gone, whatever
+    /// state it last reported, is not ready.
     pub fn with_nats(self, client: async_nats::Client) -> Self {
         self.with_check("nats", move || {
-            let state = client.connection_state();
+            let client = client.clone();
             async move {
-                match state {
-                    async_nats::connection::State::Connected => Ok(()),
+                match client.connection_state() {
+                    async_nats::connection::State::Connected => {
+                        client.flush().await.map_err(|error| format!("NATS does not answer: {error}"))
+                    }
                     other => Err(format!("NATS {other}")),
                 }
             }

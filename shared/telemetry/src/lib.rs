@@ -13,6 +13,8 @@
 //!   message bodies out of every exported span, event and log record.
 //! - The pipeline reports its own health: spans started, exported, dropped and failed
 //!   exports by `error.type`, and the sampling ratio (`otel.sdk.*` metrics).
+//! - [`nats`]: messages the NATS client could not read in full, and the connection's
+//!   events as a counter.
 //! - [`Health`] serves `/healthz` and `/readyz`; [`probe`] backs `healthcheck` subcommands.
 //!
 //! # Example
@@ -56,6 +58,7 @@
 mod db;
 mod filters;
 mod health;
+pub mod nats;
 pub mod otlp_encode;
 mod otlp_grpc;
 mod policy;

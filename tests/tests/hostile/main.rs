@@ -8,11 +8,14 @@
 //! - `poison`: oversize and header-laden poison, wildcard tokens, a key taken by another
 //!   message, a dead letter that cannot be written;
 //! - `lifetimes`: a stream recreated under the worker, a consumer deleted under load;
+//! - `headers`: header blocks and subjects the NATS client cannot read (raw protocol);
 //! - `hygiene`: terminal control sequences, credentials in a URL, demo faults off by
 //!   default.
 
 mod app;
 mod grants;
+mod headers;
 mod hygiene;
 mod lifetimes;
 mod poison;
+mod raw;

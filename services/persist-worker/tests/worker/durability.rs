@@ -147,4 +147,11 @@ async fn a_restarting_nats_is_survived_and_readiness_follows_it() {
     app.send("after", &["--count", "5"]).await;
     let rows = app.wait_rows(6, WAIT).await;
     assert_each_seq_once(&rows, 6);
+
+    // The drop is counted (the NatsConnectionUnstable alert's series).
+    let counted = app.stack.otlp.wait_for(WAIT, "disconnect counted", |c| {
+        test_harness::otlp::latest_sum(&c.metrics, "nats.client.events", &[("event", "disconnected")])
+            .filter(|n| *n >= 1.0)
+    });
+    counted.await.expect("the worker counted its NATS disconnect");
 }
