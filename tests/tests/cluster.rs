@@ -89,12 +89,14 @@ impl Cluster {
 
 /// The load's summary: acknowledged message ids and how many were reported failed.
 fn acknowledged(summary: &serde_json::Value) -> (BTreeSet<String>, usize) {
-    let prefix = summary["msg_id_prefix"].as_str().expect("msg_id_prefix");
     let sent = summary["sent"].as_u64().expect("sent");
     let failed: BTreeSet<u64> =
         summary["failed"].as_array().expect("failed").iter().filter_map(|v| v.as_u64()).collect();
-    let acked: BTreeSet<String> = (0..sent).filter(|i| !failed.contains(i)).map(|i| format!("{prefix}{i}")).collect();
-    assert_eq!(acked.len() as u64, summary["acked"].as_u64().expect("acked"), "acked = sent - failed: {summary}");
+    let ids = summary["acked_msg_ids"].as_array().expect("acked_msg_ids");
+    let acked: BTreeSet<String> = ids.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    assert_eq!(acked.len(), ids.len(), "every message has its own id");
+    assert_eq!(acked.len() as u64, summary["acked"].as_u64().expect("acked"), "{summary}");
+    assert_eq!(acked.len() as u64 + failed.len() as u64, sent, "acked = sent - failed: {summary}");
     (acked, failed.len())
 }
 

@@ -44,6 +44,10 @@ pub enum CliError {
         /// `Nats-Service-Error`.
         message: String,
     },
+    /// The stream already held a message with this `Nats-Msg-Id` when this one first
+    /// arrived, so it dropped this one as a duplicate: not stored.
+    #[error("{0}: not stored, the stream already holds a message with Nats-Msg-Id {1:?}")]
+    Duplicate(String, String),
     /// Any other NATS or JetStream failure.
     #[error("{0}")]
     Nats(String),

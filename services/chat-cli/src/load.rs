@@ -9,7 +9,7 @@ use serde_json::json;
 use telemetry::{Messaging, Peer};
 use tokio::task::JoinSet;
 
-use crate::send::{PublishOptions, Sent, now_ms, publish_one};
+use crate::send::{PublishOptions, Sent, new_message_id, now_ms, publish_one};
 use crate::{Cli, CliError};
 
 /// Arguments of `load`.
@@ -62,7 +62,6 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
     let js = async_nats::jetstream::new(client.clone());
     let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
     let options = std::sync::Arc::new(PublishOptions { caller_span: true, traceparent: None, timeout: cli.timeout });
-    let run = uuid::Uuid::new_v4().simple().to_string();
     // Tokio's timer ticks at most every millisecond: above 1,000 msg/s each tick sends as
     // many messages as the rate asks for by then (a burst per millisecond).
     let tick = Duration::from_secs_f64(1.0 / args.rate).max(Duration::from_millis(1));
@@ -82,7 +81,7 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
             demo_fault: fault_for(i, args),
         })
         .map_err(|e| CliError::Invalid(e.to_string()))?;
-        let (js, spans, options, msg_id) = (js.clone(), spans.clone(), options.clone(), format!("{run}-{i}"));
+        let (js, spans, options, msg_id) = (js.clone(), spans.clone(), options.clone(), new_message_id());
         in_flight.spawn(async move {
             let sent_at = Instant::now();
             let result = publish_one(&js, &spans, &subject, msg_id, &body, &options).await;
@@ -96,15 +95,16 @@ pub(crate) async fn load(client: &async_nats::Client, cli: &Cli, args: &LoadArgs
     while let Some(done) = in_flight.join_next().await {
         results.extend(done.ok());
     }
-    summarize(&run, &results, started.elapsed(), cli.json)
+    summarize(&results, started.elapsed(), cli.json)
 }
 
-/// The outcome of message `i` (its `Nats-Msg-Id` is `<run>-<i>`) and its publish latency.
+/// The outcome of message `i` and its publish latency.
 type Outcome = (u64, Result<Sent, CliError>, Duration);
 
-/// Prints counts and latencies; with `--json` also the run's id prefix and the numbers of
-/// the messages whose publish failed, so a check can tell acknowledged from not.
-fn summarize(run: &str, results: &[Outcome], took: Duration, json_out: bool) -> Result<(), CliError> {
+/// Prints counts and latencies; with `--json` also the ids of the messages the stream
+/// stored and the numbers of those whose publish failed, so a check can tell
+/// acknowledged from not.
+fn summarize(results: &[Outcome], took: Duration, json_out: bool) -> Result<(), CliError> {
     let mut latencies: Vec<Duration> = results.iter().filter(|(_, r, _)| r.is_ok()).map(|(_, _, l)| *l).collect();
     latencies.sort();
     let pct = |p: usize| {
@@ -119,7 +119,7 @@ fn summarize(run: &str, results: &[Outcome], took: Duration, json_out: bool) -> 
         println!(
             "{}",
             json!({ "sent": sent, "acked": acked, "errors": errors.len(), "seconds": took.as_secs_f64(),
-                    "msg_id_prefix": format!("{run}-"),
+                    "acked_msg_ids": results.iter().filter_map(|(_, r, _)| r.as_ref().ok().map(|s| &s.msg_id)).collect::<Vec<_>>(),
                     "failed": results.iter().filter(|(_, r, _)| r.is_err()).map(|(i, _, _)| i).collect::<Vec<_>>(),
                     "rate": sent as f64 / took.as_secs_f64().max(1e-9),
                     "ack_latency_ms": { "p50": pct(50), "p95": pct(95), "p99": pct(99) } })

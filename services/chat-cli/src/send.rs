@@ -31,7 +31,8 @@ pub struct SendArgs {
     /// Ask the worker to act out a fault (honoured only with DEMO_FAULTS=true).
     #[arg(long, value_enum)]
     pub fault: Option<FaultArg>,
-    /// Nats-Msg-Id (with --count, "-<n>" is appended); the same id twice is stored once.
+    /// Nats-Msg-Id (with --count, "-<n>" is appended; default: a random id per message).
+    /// An id the stream already holds is not stored again, and the send fails.
     #[arg(long)]
     pub msg_id: Option<String>,
     /// Continue this W3C trace instead of starting a new one.
@@ -81,12 +82,11 @@ pub(crate) async fn send(
         demo_fault: args.fault.map(DemoFault::from),
     })
     .map_err(|e| CliError::Invalid(e.to_string()))?;
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
     let ids: Vec<String> = (0..args.count)
         .map(|i| match (&args.msg_id, args.count) {
             (Some(id), 1) => id.clone(),
             (Some(id), _) => format!("{id}-{i}"),
-            (None, _) => format!("{run_id}-{i}"),
+            (None, _) => new_message_id(),
         })
         .collect();
     let options = PublishOptions {
@@ -100,9 +100,9 @@ pub(crate) async fn send(
     while let Some(result) = results.next().await {
         match result {
             Ok(sent) => out.result(
-                &format!("sent {subject} seq={}{}", sent.seq, if sent.duplicate { " (duplicate)" } else { "" }),
+                &format!("sent {subject} seq={}", sent.seq),
                 &sent.trace_id,
-                json!({ "subject": subject, "seq": sent.seq, "duplicate": sent.duplicate, "msg_id": sent.msg_id }),
+                json!({ "subject": subject, "seq": sent.seq, "msg_id": sent.msg_id }),
             ),
             Err(error) => failures.push(error),
         }
@@ -113,12 +113,18 @@ pub(crate) async fn send(
     }
 }
 
-/// A publish the stream acknowledged.
+/// A publish the stream acknowledged and stored.
 pub(crate) struct Sent {
     pub(crate) seq: u64,
-    pub(crate) duplicate: bool,
     pub(crate) msg_id: String,
     pub(crate) trace_id: String,
+}
+
+/// A `Nats-Msg-Id` nobody can guess: 122 random bits. JetStream de-duplicates by this id
+/// across the whole stream, whoever publishes: an id another user could predict would
+/// let them publish it first and have this message dropped as a duplicate.
+pub(crate) fn new_message_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// How one message is published.
@@ -162,9 +168,20 @@ pub(crate) async fn publish_one(
     span.inject(&mut headers);
     let trace_id = span.span_context().trace_id().to_string();
     let result = span.scope(publish_until_acked(js, subject, headers, body, options.timeout, &span)).await;
-    span.end();
+    match &result {
+        // The first copy was already a duplicate: the id was taken before this message
+        // existed, so this message was dropped, not stored. (A duplicate after a retry
+        // is this message's own earlier copy: stored.)
+        Ok((ack, 1)) if ack.duplicate => {
+            let error = CliError::Duplicate(format!("publish to {subject}"), msg_id.clone());
+            record_failure(&span, "duplicate_id", &error.to_string());
+            span.end();
+            return Err(error);
+        }
+        _ => span.end(),
+    }
     match result {
-        Ok(ack) => Ok(Sent { seq: ack.sequence, duplicate: ack.duplicate, msg_id, trace_id }),
+        Ok((ack, _)) => Ok(Sent { seq: ack.sequence, msg_id, trace_id }),
         Err(error) => {
             record_failure(&span, "publish_failed", &error.to_string());
             Err(match error.kind() {
@@ -186,7 +203,8 @@ const ATTEMPT_WAIT: Duration = Duration::from_millis(1500);
 /// cluster elects one) is sent again with the same headers: the same `Nats-Msg-Id`, so
 /// the stream stores it once however many copies arrive (its duplicate window is 2 min),
 /// and the same trace context. Each retry is an event on the PRODUCER span. Errors that
-/// another copy cannot fix (too large, refused by permissions) return at once.
+/// another copy cannot fix (too large, refused by permissions) return at once. The ack
+/// comes with the number of the attempt it answered.
 async fn publish_until_acked(
     js: &async_nats::jetstream::Context,
     subject: &str,
@@ -194,14 +212,14 @@ async fn publish_until_acked(
     body: &[u8],
     timeout: Duration,
     span: &Traced,
-) -> Result<PublishAck, PublishError> {
+) -> Result<(PublishAck, i64), PublishError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let (mut pause, mut attempt) = (Duration::from_millis(100), 1i64);
     loop {
         let wait = ATTEMPT_WAIT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let error = match js.publish_with_headers(subject.to_owned(), headers.clone(), body.to_vec().into()).await {
             Ok(ack) => match tokio::time::timeout(wait, ack).await {
-                Ok(Ok(ack)) => return Ok(ack),
+                Ok(Ok(ack)) => return Ok((ack, attempt)),
                 Ok(Err(error)) => error,
                 Err(_) => PublishError::from(PublishErrorKind::TimedOut),
             },

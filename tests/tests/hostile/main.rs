@@ -8,11 +8,13 @@
 //! - `poison`: oversize and header-laden poison, wildcard tokens, a key taken by another
 //!   message, a dead letter that cannot be written;
 //! - `lifetimes`: a stream recreated under the worker, a consumer deleted under load;
+//! - `dedup`: message ids nobody can predict, a taken id reported and not sent;
 //! - `headers`: header blocks and subjects the NATS client cannot read (raw protocol);
 //! - `hygiene`: terminal control sequences, credentials in a URL, demo faults off by
 //!   default.
 
 mod app;
+mod dedup;
 mod grants;
 mod headers;
 mod hygiene;
