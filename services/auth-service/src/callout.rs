@@ -22,6 +22,8 @@ use crate::nats_jwt::{decode_server_signed, encode, now};
 use crate::oidc::{Denial, Validator};
 use crate::permissions::{Grant, Permissions};
 
+/// Longest session a user JWT grants, whatever the token's `exp` says.
+const MAX_SESSION_SECS: u64 = 24 * 3600;
 /// The subject the server sends authorization requests to.
 pub(crate) const AUTH_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
 /// Queue group of every auth-service instance (any one answers a request).
@@ -166,7 +168,10 @@ impl Callout {
             map.in_scope(|| tracing::info!(roles = ?grant.roles, "access granted"));
         }
         map.end();
-        Ok((user, grant?, claims.exp))
+        // The session ends when the token does, but within a day: NATS reads `exp` as a
+        // signed 64-bit number, and an issuer's far-future `exp` (year 10^10, or past
+        // i64::MAX) once gave a user JWT that expired at once.
+        Ok((user, grant?, claims.exp.min(now() + MAX_SESSION_SECS)))
     }
 
     /// The signed (and, when the server sent its xkey, sealed) authorization response.

@@ -1,9 +1,11 @@
 //! Printing results as text or JSON lines, each with its trace id and Grafana link.
 //!
 //! Message text is another user's input: in text mode every control character (C0, DEL,
-//! C1 — newlines and escape sequences included) and every bidirectional override is
-//! printed escaped (`\u{1b}`), so a message cannot fake another user's line, move the
-//! cursor or retitle the terminal. JSON lines are escaped by the JSON encoder.
+//! C1 — newlines and escape sequences included), every bidirectional mark, embedding,
+//! override and isolate, the Unicode line and paragraph separators and the zero-width
+//! characters are printed escaped (`\u{1b}`), so a message cannot fake another user's
+//! line, hide text, move the cursor or retitle the terminal (an emoji built with a
+//! zero-width joiner shows as its parts). JSON lines are escaped by the JSON encoder.
 
 use std::borrow::Cow;
 
@@ -51,7 +53,17 @@ impl Output {
 
 /// `text` with control characters and bidirectional overrides escaped as `\u{..}`.
 pub(crate) fn printable(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c,
+                // zero-width space/joiners and left-to-right / right-to-left marks
+                '\u{200b}'..='\u{200f}'
+                // line and paragraph separators, bidirectional embeddings and overrides
+                | '\u{2028}'..='\u{202e}'
+                // word joiner, invisible operators, bidirectional isolates
+                | '\u{2060}'..='\u{2069}'
+                | '\u{061c}' | '\u{feff}')
+    };
     if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
@@ -71,5 +83,8 @@ mod tests {
         assert_eq!(printable("\u{1b}]0;pwned\u{7}"), "\\u{1b}]0;pwned\\u{7}");
         assert_eq!(printable("a\u{202e}b\u{9b}c\u{7f}"), "a\\u{202e}b\\u{9b}c\\u{7f}");
         assert_eq!(printable("émoji ✓ 中文"), "émoji ✓ 中文");
+        assert_eq!(printable("a\u{2028}b\u{2029}c"), "a\\u{2028}b\\u{2029}c");
+        assert_eq!(printable("pay\u{200b}pal\u{200e}\u{200f}\u{feff}"), "pay\\u{200b}pal\\u{200e}\\u{200f}\\u{feff}");
+        assert_eq!(printable("\u{2066}x\u{2069}\u{61c}"), "\\u{2066}x\\u{2069}\\u{61c}");
     }
 }

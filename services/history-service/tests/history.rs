@@ -206,3 +206,30 @@ async fn a_reply_subject_that_is_not_a_chat_inbox_gets_no_answer() {
     // History still answers a proper request.
     assert!(!stack.cli_ok(&["history", "general"]).await.expect("history").is_empty());
 }
+
+/// Issue 26, H10: started while NATS is unreachable (or losing it), the service still
+/// stops on SIGTERM; it once ignored it for as long as NATS stayed away.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_it_while_nats_is_unreachable() {
+    let mut stack = ChatStack::start().await.expect("stack");
+    stack.nats.stop();
+    for started_with_nats_gone in [true, false] {
+        if !started_with_nats_gone {
+            stack.nats.start_again().await.expect("NATS back");
+        }
+        let port = test_harness::free_port();
+        let command = stack.service_command("history-service", port);
+        let mut process = test_harness::ChildProcess::spawn("history-service", command).expect("spawn");
+        if started_with_nats_gone {
+            process.wait_for_output("history-service started", WAIT).await.expect("started without NATS");
+        } else {
+            process.wait_for_output("answering history requests", WAIT).await.expect("serving");
+            stack.nats.stop();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        process.signal("TERM").expect("SIGTERM");
+        let exit = process.wait_exit(Duration::from_secs(15)).await;
+        let exit = exit.unwrap_or_else(|e| panic!("NATS gone at start: {started_with_nats_gone}: {e}"));
+        assert!(exit.success(), "a clean stop: {exit}\n{}", process.output());
+    }
+}

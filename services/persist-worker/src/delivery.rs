@@ -11,6 +11,9 @@ use crate::Config;
 use crate::fate::Found;
 use crate::store::Row;
 
+/// Longest `Nats-Msg-Id` stored (chat-cli's are 32 characters).
+pub(crate) const MAX_MESSAGE_ID_BYTES: usize = 256;
+
 /// What validation found.
 #[derive(Debug)]
 pub(crate) enum Checked {
@@ -108,6 +111,12 @@ impl Delivery {
         if let Some(reason) = telemetry::nats::unreadable(&self.message) {
             tracing::warn!(reason, "message the NATS client could not read in full");
             return Checked::Poison("malformed_headers");
+        }
+        // The id is the sender's choice and part of a unique index: PostgreSQL refuses
+        // index rows over ~2.7 KB, which would fail the whole batch.
+        if self.message_id.as_ref().is_some_and(|id| id.len() > MAX_MESSAGE_ID_BYTES) {
+            tracing::warn!("Nats-Msg-Id longer than {MAX_MESSAGE_ID_BYTES} bytes");
+            return Checked::Poison("invalid_message_id");
         }
         // Also refuses literal `*` and `>` tokens, which NATS lets a publisher use.
         let Ok((room, user)) = parse_message_subject(&self.message.subject) else {

@@ -9,6 +9,7 @@ const ERROR_TYPES: &[&str] = &["db_unavailable", "db_error", "timeout", "injecte
 const DEAD_LETTER_REASONS: &[&str] = &[
     "malformed",
     "malformed_headers",
+    "invalid_message_id",
     "too_large",
     "bad_text",
     "invalid_subject",

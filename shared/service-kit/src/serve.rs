@@ -12,6 +12,9 @@ use telemetry::Health;
 
 use crate::{ConnectFailed, NatsArgs};
 
+/// How long the last flush of the NATS client may take at shutdown.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starting a service failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -48,7 +51,11 @@ where
     let server = health.spawn(health_addr).await.map_err(|source| ServeError::Health { addr: health_addr, source })?;
     tracing::info!("{name} started");
     let result = work(client.clone()).await;
-    let _ = client.flush().await;
+    // A flush waits for the server's PONG: bounded, so that a service asked to stop while
+    // NATS is unreachable stops instead of waiting for NATS to come back.
+    if tokio::time::timeout(FINAL_FLUSH, client.flush()).await.is_err() {
+        tracing::warn!("NATS unreachable at shutdown: what the client still buffered is not sent");
+    }
     server.stop().await;
     tracing::info!("{name} stopped");
     result

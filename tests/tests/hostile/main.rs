@@ -10,6 +10,7 @@
 //! - `lifetimes`: a stream recreated under the worker, a consumer deleted under load;
 //! - `dedup`: message ids nobody can predict, a taken id reported and not sent;
 //! - `headers`: header blocks and subjects the NATS client cannot read (raw protocol);
+//! - `tokens`: a large token, a token that never expires;
 //! - `hygiene`: terminal control sequences, credentials in a URL, demo faults off by
 //!   default.
 
@@ -21,3 +22,4 @@ mod hygiene;
 mod lifetimes;
 mod poison;
 mod raw;
+mod tokens;

@@ -147,3 +147,25 @@ async fn a_dead_letter_that_cannot_be_written_is_retried_and_counted_until_it_la
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Issue 26, H6: the sender chooses `Nats-Msg-Id`, and it is part of a unique index that
+/// PostgreSQL refuses over ~2.7 KB. Once, such an id failed the whole batch (row by row
+/// after that) and the message was dead-lettered as `db_rejected`; now it is refused up
+/// front with its own reason, and the messages beside it are stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_message_id_is_dead_lettered_with_its_reason_and_its_neighbours_stored() {
+    let app = App::spawn(Options::default()).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "i".repeat(3000).as_str());
+    publish(&app, "chat.msg.ids.alice", headers, br#"{"text":"long id"}"#.to_vec()).await.expect("stored in CHAT");
+    for i in 0..5 {
+        let body = format!(r#"{{"text":"neighbour {i}"}}"#).into_bytes();
+        publish(&app, "chat.msg.ids.bob", HeaderMap::new(), body).await.expect("stored in CHAT");
+    }
+    let letter = app.wait_dead_letter("chat.msg.ids.alice").await;
+    assert_eq!(letter.headers.get("Chat-Dlq-Reason").map(|v| v.as_str()), Some("invalid_message_id"));
+    let rows = app.wait_rows("the five neighbours", |rows| rows.len() == 5).await;
+    assert!(rows.iter().all(|(_, user, _)| user == "bob"), "{rows:?}");
+    let fallback = app.worker.process.output().contains("inserting row by row");
+    assert!(!fallback, "no batch fell back to row-by-row inserts");
+}
