@@ -11,7 +11,14 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok((_status, _description, headers)) = parse_header_block(data) else { return };
-    let (_, _, again) = parse_header_block(&headers.to_bytes()).expect("headers as written are readable");
+    let mut written = b"NATS/1.0\r\n".to_vec();
+    for (name, values) in headers.iter() {
+        for value in values {
+            written.extend_from_slice(format!("{name}: {}\r\n", value.as_str()).as_bytes());
+        }
+    }
+    written.extend_from_slice(b"\r\n");
+    let (_, _, again) = parse_header_block(&written).expect("headers as written are readable");
     assert_eq!(again, headers);
     let _ = telemetry::extract_context(Some(&headers));
 });
