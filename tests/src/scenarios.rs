@@ -139,9 +139,9 @@ pub async fn assert_traces(http: &reqwest::Client, tempo: &str, sent: &Sent) -> 
     trace.assert_child_of(trace.one("publish chat.dlq.*"), consumer);
     assert!(consumer.event("term").is_some(), "terminated after the dead letter:\n{}", trace.tree());
 
-    let names = ["request chat.history.*", "process chat.history.*", "SELECT chat.messages"];
+    let names = ["request chat.history.*.*", "process chat.history.*.*", "SELECT chat.messages"];
     let trace = trace_with(http, tempo, &sent.history, &names).await;
-    trace.assert_child_of(trace.one("process chat.history.*"), trace.one("request chat.history.*"));
+    trace.assert_child_of(trace.one("process chat.history.*.*"), trace.one("request chat.history.*.*"));
     plain
 }
 

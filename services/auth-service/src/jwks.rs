@@ -11,12 +11,16 @@
 //!   response's `Cache-Control: max-age`, if shorter, never below `JWKS_MIN_REFRESH`).
 //! - A failed fetch keeps the keys in use (logins go on while the issuer is down) and is
 //!   counted in `auth.jwks.refreshes{result="error"}`.
+//! - The issuer's answer is read up to [`MAX_JWKS_BYTES`]. A key is used only if it is
+//!   for signatures (no `use: enc`), RSA keys have at least 2048 bits, its algorithm is
+//!   stated or follows from its curve, and no other key has its `kid` (two keys with one
+//!   `kid` are both refused: which one signed is ambiguous).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Link, SpanContext, SpanKind, TraceContextExt as _, Tracer as _};
@@ -43,6 +47,11 @@ pub(crate) struct JwksSettings {
 }
 
 type Key = (DecodingKey, Algorithm);
+
+/// Largest JWKS (or discovery) document read: a realm's keys take a few KB.
+pub(crate) const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Smallest RSA modulus accepted, in bytes (2048 bits).
+const MIN_RSA_MODULUS_BYTES: usize = 256;
 
 /// The keys in use, shared by every request and the refresher.
 #[derive(Default)]
@@ -235,7 +244,8 @@ impl Fetcher {
                     .get(reqwest::header::CACHE_CONTROL)
                     .and_then(|v| v.to_str().ok())
                     .and_then(max_age);
-                let body = response.json::<T>().await.map_err(|e| ("decode", e.without_url().to_string()))?;
+                let body = read_limited(response).await?;
+                let body = serde_json::from_slice::<T>(&body).map_err(|e| ("decode", e.to_string()))?;
                 Ok((body, max_age))
             })
             .await;
@@ -246,6 +256,22 @@ impl Fetcher {
         span.end();
         result
     }
+}
+
+/// The body, refused past [`MAX_JWKS_BYTES`] without reading further.
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, (&'static str, String)> {
+    let too_large = || ("too_large", format!("answer larger than {MAX_JWKS_BYTES} bytes"));
+    if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ("transport", e.without_url().to_string()))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `max-age` of a `Cache-Control` header.
@@ -260,21 +286,61 @@ fn max_age(cache_control: &str) -> Option<Duration> {
     })
 }
 
-/// Usable keys by `kid`; keys without a `kid` or of an unusable type are skipped.
+/// Usable keys by `kid` (see the module docs); the others are skipped with a warning.
 fn keys_of(set: &JwkSet) -> HashMap<String, Key> {
-    set.keys
-        .iter()
-        .filter_map(|jwk| {
-            let kid = jwk.common.key_id.clone()?;
-            let key = DecodingKey::from_jwk(jwk).ok()?;
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| a.to_string().parse::<Algorithm>().ok())
-                .unwrap_or(Algorithm::RS256);
-            Some((kid, (key, alg)))
-        })
-        .collect()
+    let mut keys = HashMap::new();
+    let mut ambiguous = Vec::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else { continue };
+        let key = match usable(jwk) {
+            Ok(key) => key,
+            Err(reason) => {
+                tracing::warn!(kid, reason, "JWKS key not used");
+                continue;
+            }
+        };
+        if keys.insert(kid.clone(), key).is_some() {
+            ambiguous.push(kid);
+        }
+    }
+    for kid in ambiguous {
+        tracing::warn!(kid, "JWKS has several keys with this kid: none of them is used");
+        keys.remove(&kid);
+    }
+    keys
+}
+
+/// The key and its algorithm, if the issuer may sign tokens with it.
+fn usable(jwk: &Jwk) -> Result<Key, &'static str> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
+        return Err("not a signing key (use)");
+    }
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::RSA(rsa) => {
+            let n = data_encoding::BASE64URL_NOPAD.decode(rsa.n.trim_end_matches('=').as_bytes()).unwrap_or_default();
+            let modulus_bytes = n.iter().skip_while(|b| **b == 0).count();
+            if modulus_bytes < MIN_RSA_MODULUS_BYTES {
+                return Err("RSA key shorter than 2048 bits");
+            }
+            None
+        }
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => return Err("unsupported curve"),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => Some(Algorithm::EdDSA),
+        _ => return Err("unsupported key type"),
+    };
+    let stated = jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok());
+    let alg = match (stated, implied) {
+        (Some(stated), Some(implied)) if stated != implied => return Err("algorithm does not match the curve"),
+        (Some(alg), _) | (None, Some(alg)) => alg,
+        // An RSA key without `alg`: RS256, what OpenID Connect issuers sign with by default.
+        (None, None) => Algorithm::RS256,
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| "unreadable key")?;
+    Ok((key, alg))
 }
 
 #[cfg(test)]
@@ -289,6 +355,51 @@ mod tests {
             interval: Duration::from_secs(300),
             fetch_timeout: Duration::from_secs(2),
         }
+    }
+
+    /// RFC 7517, appendix A.1: a 2048-bit RSA key and a P-256 key.
+    const RSA_N: &str = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+    const EC_X: &str = "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4";
+    const EC_Y: &str = "4Etl6SRW2YilurN5XMvM3Ky-kGMtuHX5R5aEdNIqW_Y";
+
+    fn set(keys: &serde_json::Value) -> JwkSet {
+        serde_json::from_value(serde_json::json!({ "keys": keys })).expect("a JWKS")
+    }
+
+    fn rsa(kid: &str, n: &str) -> serde_json::Value {
+        serde_json::json!({ "kty": "RSA", "kid": kid, "n": n, "e": "AQAB" })
+    }
+
+    #[test]
+    fn only_signing_keys_of_sound_size_and_algorithm_are_used() {
+        let keys = keys_of(&set(&serde_json::json!([
+            rsa("rsa-2048", RSA_N),
+            rsa("rsa-1024", &RSA_N[..171]),
+            { "kty": "RSA", "kid": "enc", "use": "enc", "n": RSA_N, "e": "AQAB" },
+            { "kty": "RSA", "kid": "sig", "use": "sig", "alg": "RS384", "n": RSA_N, "e": "AQAB" },
+            { "kty": "EC", "kid": "ec-no-alg", "crv": "P-256", "x": EC_X, "y": EC_Y },
+            { "kty": "EC", "kid": "ec-wrong-alg", "crv": "P-256", "alg": "ES384", "x": EC_X, "y": EC_Y },
+        ])));
+        let mut usable: Vec<(&str, Algorithm)> = keys.iter().map(|(kid, (_, alg))| (kid.as_str(), *alg)).collect();
+        usable.sort_by_key(|(kid, _)| *kid);
+        assert_eq!(
+            usable,
+            [("ec-no-alg", Algorithm::ES256), ("rsa-2048", Algorithm::RS256), ("sig", Algorithm::RS384)]
+        );
+    }
+
+    #[test]
+    fn two_keys_with_one_kid_are_both_refused() {
+        let keys = keys_of(&set(&serde_json::json!([rsa("twice", RSA_N), rsa("twice", RSA_N), rsa("once", RSA_N)])));
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["once"]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused() {
+        let body = |n: usize| reqwest::Response::from(http::Response::new(vec![b' '; n]));
+        assert_eq!(read_limited(body(MAX_JWKS_BYTES)).await.map(|b| b.len()), Ok(MAX_JWKS_BYTES));
+        let refused = read_limited(body(MAX_JWKS_BYTES + 1)).await;
+        assert!(matches!(refused, Err(("too_large", _))), "{refused:?}");
     }
 
     #[test]

@@ -89,6 +89,9 @@ impl Denial {
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct AccessClaims {
     pub(crate) exp: u64,
+    /// When it was issued: a token issued in the future (past the leeway) is refused.
+    #[serde(default)]
+    pub(crate) iat: Option<u64>,
     #[serde(default)]
     pub(crate) preferred_username: Option<String>,
     #[serde(default)]
@@ -187,6 +190,9 @@ impl Validator {
             })?;
         if claims.exp <= now() {
             return Err(Denial::Expired);
+        }
+        if claims.iat.is_some_and(|iat| iat > now() + self.settings.leeway.as_secs()) {
+            return Err(Denial::NotYetValid);
         }
         Ok(claims)
     }

@@ -101,7 +101,7 @@ mod tests {
     fn chat_users_publish_only_as_themselves() {
         let p = Permissions::load(None).expect("default file");
         let g = p.grant("alice", &roles(&["offline_access", "chat-user"])).expect("granted");
-        assert_eq!(g.publish, ["chat.history.*", "chat.msg.*.alice"]);
+        assert_eq!(g.publish, ["chat.history.*.alice", "chat.msg.*.alice"]);
         assert_eq!(g.subscribe, ["_INBOX.chat.alice.>", "chat.msg.>"]);
         assert_eq!(g.roles, ["chat-user"]);
     }

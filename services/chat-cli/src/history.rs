@@ -1,4 +1,4 @@
-//! `chat-cli history`: a traced request (CLIENT span) to `chat.history.<room>`; prints
+//! `chat-cli history`: a traced request (CLIENT span) to `chat.history.<room>.<user>`; prints
 //! each message with the trace it was sent in, so a stored message leads to its trace.
 
 use async_nats::HeaderMap;
@@ -29,7 +29,7 @@ pub(crate) async fn history(
     args: &HistoryArgs,
     out: &Output,
 ) -> Result<(), CliError> {
-    let subject = history_subject(&args.room).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let subject = history_subject(&args.room, &cli.user).map_err(|e| CliError::Invalid(e.to_string()))?;
     let body = serde_json::to_vec(&HistoryRequest { limit: args.limit, before: args.before })
         .map_err(|e| CliError::Invalid(e.to_string()))?;
     let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
@@ -67,10 +67,14 @@ pub(crate) async fn history(
     }
     let reply: HistoryReply =
         serde_json::from_slice(&reply.payload).map_err(|e| CliError::Nats(format!("unreadable history reply: {e}")))?;
+    let more = match (reply.truncated, reply.messages.last()) {
+        (true, Some(oldest)) => format!("; older ones did not fit in one reply: --before {}", oldest.seq),
+        _ => String::new(),
+    };
     out.result(
-        &format!("history of {} ({} messages)", reply.room, reply.messages.len()),
+        &format!("history of {} ({} messages{more})", reply.room, reply.messages.len()),
         &trace_id,
-        json!({ "room": reply.room, "count": reply.messages.len() }),
+        json!({ "room": reply.room, "count": reply.messages.len(), "truncated": reply.truncated }),
     );
     for m in &reply.messages {
         let link = m.trace_id.as_deref().map(|t| trace_url(out.grafana(), t)).unwrap_or_default();

@@ -90,7 +90,7 @@ async fn failures_give_clear_messages_and_exit_codes() {
 
     let run = stack.cli(&["--timeout", "1s", "history", "general"]).await.expect("cli");
     assert_eq!(run.code, Some(1));
-    assert!(run.stderr.contains("no service answers chat.history.general"), "{}", run.stderr);
+    assert!(run.stderr.contains("no service answers chat.history.general.alice"), "{}", run.stderr);
 
     let run = stack.cli(&["--timeout", "1s", "send", "general", "x"]).await.expect("cli");
     assert_eq!(run.code, Some(1), "no stream yet: {}", run.stderr);

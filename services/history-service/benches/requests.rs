@@ -58,7 +58,7 @@ async fn round(stack: &ChatStack, tracing: bool) -> Round {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01").as_str());
                 let asked = Instant::now();
-                let reply = client.request_with_headers("chat.history.general", headers, "".into()).await;
+                let reply = client.request_with_headers("chat.history.general.bench", headers, "".into()).await;
                 (reply.is_ok_and(|r| r.headers.is_none()), measured, asked.elapsed())
             });
             sent += 1;

@@ -7,7 +7,7 @@ use async_nats::service::Request;
 use async_nats::service::error::Error as ServiceError;
 use chat_protocol::{
     DEFAULT_HISTORY_LIMIT, HISTORY_QUEUE_GROUP, HISTORY_TEMPLATE, HistoryReply, HistoryRequest, MAX_HISTORY_LIMIT,
-    is_chat_inbox, parse_history_subject,
+    chat_inbox_user, history_requester, parse_history_subject,
 };
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::{KeyValue, global};
@@ -75,11 +75,16 @@ impl Handler {
             span.end();
             return;
         }
-        // The reply subject is the requester's choice: answering anything but a chat
-        // user's inbox would publish there with this service's permissions.
-        if !message.reply.as_deref().is_some_and(is_chat_inbox) {
-            record_failure(&span, "refused_reply_subject", "reply subject is not a chat inbox; not answered");
-            span.in_scope(|| tracing::warn!("history request with a reply subject that is not a chat inbox; ignored"));
+        // The reply subject is the requester's choice: answering anything but the
+        // requester's own inbox would publish there with this service's permissions, or
+        // pour history into another user's connection. The requester is the user in the
+        // subject, which the auth callout lets each user request only with its own name.
+        let requester = history_requester(&message.subject);
+        if requester.is_none() || message.reply.as_deref().and_then(chat_inbox_user) != requester {
+            record_failure(&span, "refused_reply_subject", "reply subject is not the requester's inbox; not answered");
+            span.in_scope(|| {
+                tracing::warn!("history request whose reply subject is not the requester's inbox; ignored");
+            });
             self.requests.add(1, &[KeyValue::new("result", "refused_reply_subject")]);
             span.end();
             return;
@@ -113,7 +118,7 @@ impl Handler {
 
     async fn answer(&self, message: &async_nats::Message) -> Result<HistoryReply, Failure> {
         let bad_request = |message: String| Failure { code: 400, result: "bad_request", message };
-        let room = parse_history_subject(&message.subject).map_err(|e| bad_request(e.to_string()))?;
+        let (room, _) = parse_history_subject(&message.subject).map_err(|e| bad_request(e.to_string()))?;
         let request: HistoryRequest = if message.payload.iter().all(u8::is_ascii_whitespace) {
             HistoryRequest::default()
         } else {
@@ -128,6 +133,7 @@ impl Handler {
             tracing::warn!(%error, "history query failed");
             Failure { code: 503, result: "error", message: "history is unavailable, try again".to_owned() }
         })?;
-        Ok(HistoryReply { room: room.to_owned(), messages })
+        // Never more than the request asked for, and never more than a reply can carry.
+        Ok(HistoryReply::within_limit(room.to_owned(), messages))
     }
 }

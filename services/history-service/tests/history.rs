@@ -60,8 +60,8 @@ async fn a_history_request_is_one_trace_client_server_db_and_answers_newest_firs
     }
 
     let trace = stack.otlp.wait_for_spans_in_trace(&trace_id, "SELECT chat.messages", 1, WAIT).await.expect("trace");
-    let client = trace.one("request chat.history.*");
-    let server = trace.one("process chat.history.*");
+    let client = trace.one("request chat.history.*.*");
+    let server = trace.one("process chat.history.*.*");
     let select = trace.one("SELECT chat.messages");
     assert_kind(client, SpanKind::Client);
     assert_kind(server, SpanKind::Server);
@@ -69,7 +69,7 @@ async fn a_history_request_is_one_trace_client_server_db_and_answers_newest_firs
     trace.assert_child_of(server, client);
     trace.assert_child_of(select, server);
     assert_eq!((client.service_name.as_str(), server.service_name.as_str()), ("chat-cli", "history-service"));
-    assert_eq!(server.attributes.str("messaging.destination.name"), Some("chat.history.general"));
+    assert_eq!(server.attributes.str("messaging.destination.name"), Some("chat.history.general.alice"));
     assert_eq!(server.attributes.str("messaging.consumer.group.name"), Some("history"));
     assert_eq!(select.attributes.int("db.response.returned_rows"), Some(2));
     assert!(select.attributes.str("db.query.text").is_some_and(|q| q.contains("$1") && !q.contains("general")));
@@ -80,10 +80,10 @@ async fn bad_rooms_and_limits_get_service_errors_fast_never_a_timeout() {
     let (stack, _worker, _history) = spawn().await;
     let client = requester(&stack).await;
     for (subject, body, expected) in [
-        ("chat.history.BAD_ROOM", "", "invalid room name"),
-        ("chat.history.general", r#"{"limit":0}"#, "limit must be between 1 and 500"),
-        ("chat.history.general", r#"{"limit":501}"#, "limit must be between 1 and 500"),
-        ("chat.history.general", "not json", "request is not a history request"),
+        ("chat.history.BAD_ROOM.tester", "", "invalid room name"),
+        ("chat.history.general.tester", r#"{"limit":0}"#, "limit must be between 1 and 500"),
+        ("chat.history.general.tester", r#"{"limit":501}"#, "limit must be between 1 and 500"),
+        ("chat.history.general.tester", "not json", "request is not a history request"),
     ] {
         let started = Instant::now();
         let reply = client.request(subject, body.into()).await.expect("an answer, not a timeout");
@@ -99,7 +99,7 @@ async fn bad_rooms_and_limits_get_service_errors_fast_never_a_timeout() {
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("answered 400: limit must be between 1 and 500"), "{}", run.stderr);
     let refused = stack.otlp.wait_for(WAIT, "a refused request span", |c| {
-        c.spans.iter().find(|s| s.name == "process chat.history.*" && s.status == StatusCode::Error).cloned()
+        c.spans.iter().find(|s| s.name == "process chat.history.*.*" && s.status == StatusCode::Error).cloned()
     });
     assert_eq!(refused.await.expect("span").attributes.str("error.type"), Some("bad_request"));
 }
@@ -172,7 +172,7 @@ async fn readiness_follows_the_database() {
     history.wait_readyz(503, WAIT).await.expect("history not ready");
     // Requests still get an answer: 503, not a timeout.
     let client = requester(&stack).await;
-    let reply = client.request("chat.history.general", "".into()).await.expect("answer");
+    let reply = client.request("chat.history.general.tester", "".into()).await.expect("answer");
     let code = reply.headers.and_then(|h| h.get("Nats-Service-Error-Code").map(|v| v.as_str().to_owned()));
     assert_eq!(code.as_deref(), Some("503"));
     stack.postgres.start_server().expect("start postgres");
@@ -190,7 +190,7 @@ async fn a_reply_subject_that_is_not_a_chat_inbox_gets_no_answer() {
     let attacker = async_nats::connect(stack.nats.url()).await.expect("nats");
     let mut forged = attacker.subscribe("chat.msg.general.bob").await.expect("watch");
     for reply in ["$JS.API.STREAM.DELETE.CHAT", "$JS.API.CONSUMER.DELETE.CHAT.persist-worker", "chat.msg.general.bob"] {
-        attacker.publish_with_reply("chat.history.general", reply, "".into()).await.expect("publish");
+        attacker.publish_with_reply("chat.history.general.tester", reply, "".into()).await.expect("publish");
     }
     attacker.flush().await.expect("flush");
     let refused = stack.otlp.wait_for(WAIT, "three refused requests", |c| {
@@ -232,4 +232,28 @@ async fn sigterm_stops_it_while_nats_is_unreachable() {
         let exit = exit.unwrap_or_else(|e| panic!("NATS gone at start: {started_with_nats_gone}: {e}"));
         assert!(exit.success(), "a clean stop: {exit}\n{}", process.output());
     }
+}
+
+/// Issue 26, H8: a reply over nats-server's max_payload (1 MiB) was silently not sent and
+/// the requester timed out. Now the reply holds the newest messages that fit and says
+/// that older ones were left out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_too_large_for_one_reply_is_cut_to_the_newest_and_says_so() {
+    let (stack, _worker, _history) = spawn().await;
+    let text = "w".repeat(chat_protocol::MAX_TEXT_CHARS);
+    stack.cli_ok(&["send", "general", &text, "--count", "200"]).await.expect("send");
+    let deadline = Instant::now() + WAIT;
+    let lines = loop {
+        let lines = stack.cli_ok(&["history", "general", "--limit", "200"]).await.expect("history answers");
+        let stored = lines.len() - 1;
+        if lines[0]["truncated"] == true && stored > 0 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "never truncated: {stored} messages");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let count = lines[0]["count"].as_u64().expect("count");
+    assert!((64..200).contains(&count), "as many as fit in 512 KiB: {count}");
+    let seqs: Vec<u64> = lines[1..].iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first");
 }

@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn subjects_become_templates() {
         assert_eq!(template("chat.msg.general.alice"), MESSAGE_TEMPLATE);
-        assert_eq!(template("chat.history.general"), HISTORY_TEMPLATE);
+        assert_eq!(template("chat.history.general.carol"), HISTORY_TEMPLATE);
         assert_eq!(template("chat.dlq.general"), DLQ_TEMPLATE);
         assert_eq!(template("orders.created"), "other");
     }

@@ -5,14 +5,14 @@ mod inbox;
 mod names;
 mod payloads;
 
-pub use inbox::{chat_inbox_prefix, is_chat_inbox};
+pub use inbox::{chat_inbox_prefix, chat_inbox_user};
 pub use names::{
-    InvalidName, dlq_subject, history_subject, message_subject, parse_history_subject, parse_message_subject,
-    validate_name,
+    InvalidName, dlq_subject, history_requester, history_subject, message_subject, parse_history_subject,
+    parse_message_subject, validate_name,
 };
 pub use payloads::{
     ChatMessage, DEFAULT_HISTORY_LIMIT, DemoFault, HistoryReply, HistoryRequest, InvalidMessage, MAX_HISTORY_LIMIT,
-    MAX_PAYLOAD_BYTES, MAX_TEXT_CHARS, StoredMessage,
+    MAX_HISTORY_REPLY_BYTES, MAX_PAYLOAD_BYTES, MAX_TEXT_CHARS, StoredMessage,
 };
 
 /// JetStream stream holding chat messages (`chat.msg.>`).
@@ -25,8 +25,8 @@ pub const CONSUMER: &str = "persist-worker";
 pub const HISTORY_QUEUE_GROUP: &str = "history";
 /// Template of chat message subjects (span names, `messaging.destination.template`).
 pub const MESSAGE_TEMPLATE: &str = "chat.msg.*.*";
-/// Template of history request subjects.
-pub const HISTORY_TEMPLATE: &str = "chat.history.*";
+/// Template of history request subjects (`chat.history.<room>.<requester>`).
+pub const HISTORY_TEMPLATE: &str = "chat.history.*.*";
 /// Template of dead-letter subjects.
 pub const DLQ_TEMPLATE: &str = "chat.dlq.*";
 /// Header naming why a message was dead-lettered.

@@ -37,16 +37,25 @@ pub fn parse_message_subject(subject: &str) -> Result<(&str, &str), InvalidName>
     Ok((validate_name("room", room)?, validate_name("user", user)?))
 }
 
-/// `chat.history.<room>`.
-pub fn history_subject(room: &str) -> Result<String, InvalidName> {
-    Ok(format!("chat.history.{}", validate_name("room", room)?))
+/// `chat.history.<room>.<user>`: the requester's name is part of the subject (the callout
+/// lets a user request only with its own), so history-service knows whom it answers.
+pub fn history_subject(room: &str, user: &str) -> Result<String, InvalidName> {
+    Ok(format!("chat.history.{}.{}", validate_name("room", room)?, validate_name("user", user)?))
 }
 
-/// The room of a `chat.history.<room>` subject, validated.
-pub fn parse_history_subject(subject: &str) -> Result<&str, InvalidName> {
-    let room =
-        subject.strip_prefix("chat.history.").ok_or(InvalidName::Subject { template: crate::HISTORY_TEMPLATE })?;
-    validate_name("room", room)
+/// `(room, user)` of a `chat.history.<room>.<user>` subject, both validated.
+pub fn parse_history_subject(subject: &str) -> Result<(&str, &str), InvalidName> {
+    let shape = InvalidName::Subject { template: crate::HISTORY_TEMPLATE };
+    let rest = subject.strip_prefix("chat.history.").ok_or(shape.clone())?;
+    let (room, user) = rest.split_once('.').ok_or(shape)?;
+    Ok((validate_name("room", room)?, validate_name("user", user)?))
+}
+
+/// The requester of a `chat.history.<room>.<user>` subject (its last token, validated),
+/// whether or not the room is valid: a request for a bad room still gets its answer.
+pub fn history_requester(subject: &str) -> Option<&str> {
+    let (_, user) = subject.strip_prefix("chat.history.")?.rsplit_once('.')?;
+    validate_name("user", user).ok()
 }
 
 /// `chat.dlq.<room>`; a message whose room is invalid goes to `chat.dlq.invalid`.
@@ -82,8 +91,14 @@ mod tests {
 
     #[test]
     fn history_and_dlq_subjects() {
-        assert_eq!(parse_history_subject("chat.history.general"), Ok("general"));
-        assert!(parse_history_subject("chat.history.Bad!").is_err());
+        assert_eq!(history_subject("general", "carol").as_deref(), Ok("chat.history.general.carol"));
+        assert_eq!(parse_history_subject("chat.history.general.carol"), Ok(("general", "carol")));
+        assert!(parse_history_subject("chat.history.general").is_err());
+        assert!(parse_history_subject("chat.history.Bad!.carol").is_err());
+        assert!(parse_history_subject("chat.history.general.carol.x").is_err());
+        assert_eq!(history_requester("chat.history.Bad!.carol"), Some("carol"));
+        assert_eq!(history_requester("chat.history.general"), None);
+        assert_eq!(history_requester("chat.history.general.Carol"), None);
         assert_eq!(dlq_subject(Some("general")), "chat.dlq.general");
         assert_eq!(dlq_subject(Some("Bad.Room")), "chat.dlq.invalid");
     }

@@ -95,7 +95,7 @@ impl ClassifyText for serde_json::Error {
     }
 }
 
-/// Body of a request on `chat.history.<room>` (an empty body means the defaults).
+/// Body of a request on `chat.history.<room>.<user>` (an empty body means the defaults).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryRequest {
@@ -122,6 +122,10 @@ pub struct StoredMessage {
     pub trace_id: Option<String>,
 }
 
+/// Largest history reply body: half of nats-server's default `max_payload` (1 MiB), so
+/// a reply and its headers always fit (a larger one was silently not sent).
+pub const MAX_HISTORY_REPLY_BYTES: usize = 512 * 1024;
+
 /// Reply to a history request: newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryReply {
@@ -129,11 +133,51 @@ pub struct HistoryReply {
     pub room: String,
     /// Newest first.
     pub messages: Vec<StoredMessage>,
+    /// Older messages were left out to keep the reply under [`MAX_HISTORY_REPLY_BYTES`]:
+    /// ask again with `before` the oldest sequence returned.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl HistoryReply {
+    /// The newest `messages` that fit in [`MAX_HISTORY_REPLY_BYTES`] once serialized.
+    pub fn within_limit(room: String, mut messages: Vec<StoredMessage>) -> Self {
+        let mut size = 64 + room.len();
+        let fits = messages
+            .iter()
+            .take_while(|m| {
+                size += serde_json::to_vec(m).map_or(usize::MAX / 2, |bytes| bytes.len() + 1);
+                size <= MAX_HISTORY_REPLY_BYTES
+            })
+            .count();
+        let truncated = fits < messages.len();
+        messages.truncate(fits);
+        Self { room, messages, truncated }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_reply_keeps_the_newest_messages_that_fit() {
+        let message = |seq| StoredMessage {
+            seq,
+            user: "bob".into(),
+            text: "x".repeat(MAX_TEXT_CHARS),
+            sent_at: "2026-12-02T00:00:00Z".into(),
+            trace_id: None,
+        };
+        let messages: Vec<_> = (0..500).rev().map(message).collect();
+        let reply = HistoryReply::within_limit("general".into(), messages);
+        let bytes = serde_json::to_vec(&reply).expect("json").len();
+        assert!(reply.truncated && bytes <= MAX_HISTORY_REPLY_BYTES, "{bytes} bytes");
+        assert!(bytes > MAX_HISTORY_REPLY_BYTES - 4 * MAX_TEXT_CHARS, "filled: {bytes}");
+        assert_eq!(reply.messages.first().map(|m| m.seq), Some(499), "newest first, kept");
+        let small = HistoryReply::within_limit("general".into(), vec![message(1)]);
+        assert!(!small.truncated && small.messages.len() == 1);
+    }
 
     #[test]
     fn decodes_valid_messages_and_faults() {

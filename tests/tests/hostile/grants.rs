@@ -60,21 +60,23 @@ async fn every_user_and_role_is_held_to_its_grant() {
     let app = App::spawn(Options::default()).await;
     let alice = app.chat_user("alice", &["chat-user"]).await;
     let no_publish: Vec<&str> =
-        [&["chat.msg.general.bob", "chat.dlq.general", "_INBOX.chat.bob.x", "chat.history"][..], DANGEROUS].concat();
+        [&["chat.msg.general.bob", "chat.dlq.general", "_INBOX.chat.bob.x", "chat.history.general.bob"][..], DANGEROUS]
+            .concat();
     let no_subscribe = ["_INBOX.>", "_INBOX.chat.bob.>", "_INBOX.svc.persist-worker.>", "chat.dlq.>", ">", "$JS.API.>"];
     let grant = Grant {
-        publish: &["chat.history.general"],
+        publish: &["chat.history.general.alice"],
         no_publish: &no_publish,
         subscribe: &["chat.msg.general.*", "chat.msg.>", "_INBOX.chat.alice.>"],
-        no_subscribe: &[&no_subscribe[..], &["nats.trace.events", "chat.history.*"]].concat(),
+        no_subscribe: &[&no_subscribe[..], &["nats.trace.events", "chat.history.*.*"]].concat(),
     };
     assert_grant("alice (chat-user)", &alice, &grant).await;
     assert!(alice.may_publish("chat.msg.general.alice").await, "alice posts as herself");
 
     let carol = app.chat_user("carol", &["chat-readonly"]).await;
-    let no_publish: Vec<&str> = [&["chat.msg.general.carol", "chat.msg.general.alice"][..], DANGEROUS].concat();
+    let no_publish: Vec<&str> =
+        [&["chat.msg.general.carol", "chat.msg.general.alice", "chat.history.general.alice"][..], DANGEROUS].concat();
     let grant = Grant {
-        publish: &["chat.history.general"],
+        publish: &["chat.history.general.carol"],
         no_publish: &no_publish,
         subscribe: &["chat.msg.>", "_INBOX.chat.carol.>"],
         no_subscribe: &no_subscribe,
@@ -85,23 +87,23 @@ async fn every_user_and_role_is_held_to_its_grant() {
     let dangerous_for_persist: Vec<&str> =
         DANGEROUS.iter().copied().filter(|s| !s.starts_with("$JS.ACK.CHAT.persist-worker")).collect();
     let no_publish: Vec<&str> =
-        [&["chat.msg.general.alice", "chat.history.general", "_INBOX.chat.alice.x"][..], &dangerous_for_persist]
+        [&["chat.msg.general.alice", "chat.history.general.alice", "_INBOX.chat.alice.x"][..], &dangerous_for_persist]
             .concat();
     let grant = Grant {
         publish: &["chat.dlq.probe", "$JS.API.STREAM.INFO.CHAT"],
         no_publish: &no_publish,
         subscribe: &["_INBOX.svc.persist-worker.x"],
-        no_subscribe: &["chat.msg.>", "_INBOX.>", "_INBOX.chat.alice.>", "nats.trace.events", "chat.history.*"],
+        no_subscribe: &["chat.msg.>", "_INBOX.>", "_INBOX.chat.alice.>", "nats.trace.events", "chat.history.*.*"],
     };
     assert_grant("persist", &persist, &grant).await;
 
     let history = app.service_user("history", "NATS_HISTORY_PASSWORD").await;
     let no_publish: Vec<&str> =
-        [&["chat.msg.general.bob", "chat.dlq.general", "chat.history.general"][..], DANGEROUS].concat();
+        [&["chat.msg.general.bob", "chat.dlq.general", "chat.history.general.alice"][..], DANGEROUS].concat();
     let grant = Grant {
         publish: &["_INBOX.chat.alice.x"],
         no_publish: &no_publish,
-        subscribe: &["chat.history.general", "$SRV.PING"],
+        subscribe: &["chat.history.general.alice", "$SRV.PING"],
         no_subscribe: &["chat.msg.>", "_INBOX.>", "chat.dlq.>", "nats.trace.events"],
     };
     assert_grant("history", &history, &grant).await;
@@ -172,7 +174,7 @@ async fn a_reply_subject_attack_deletes_nothing_and_forges_nothing() {
         "_INBOX.svc.persist-worker.x",
     ];
     for reply in replies {
-        carol.client.publish_with_reply("chat.history.general", reply, "".into()).await.expect("publish");
+        carol.client.publish_with_reply("chat.history.general.carol", reply, "".into()).await.expect("publish");
     }
     carol.client.flush().await.expect("flush");
     let refused = app.stack.otlp.wait_for(WAIT, "the refusals counted", |c| {
@@ -190,4 +192,31 @@ async fn a_reply_subject_attack_deletes_nothing_and_forges_nothing() {
     let after = app.cli_as("alice", &["send", "general", "after the attack"]).await;
     assert_eq!(after.code, Some(0), "{}", after.stderr);
     app.wait_rows("messages still stored", |rows| rows.iter().any(|r| r.2 == "after the attack")).await;
+}
+
+/// Issue 26, H3: a reply subject is the requester's choice, and every user's inbox prefix
+/// shows on their messages. Alice named bob's inbox as the reply of her history
+/// requests: 20 requests put 19 MB into bob's connection. Now history-service answers
+/// only the inbox of the user in the request subject (the callout lets each user request
+/// with its own name only).
+#[tokio::test(flavor = "multi_thread")]
+async fn history_answers_only_the_requesters_own_inbox() {
+    let app = App::spawn(Options { history: true, ..Options::default() }).await;
+    let bob = app.chat_user("bob", &["chat-user"]).await;
+    let mut bob_inbox = bob.client.subscribe("_INBOX.chat.bob.>").await.expect("bob's inbox");
+    bob.client.flush().await.expect("flush");
+    let alice = app.chat_user("alice", &["chat-user"]).await;
+    for _ in 0..20 {
+        let request = alice.client.publish_with_reply("chat.history.general.alice", "_INBOX.chat.bob.x1", "{}".into());
+        request.await.expect("publish");
+    }
+    assert!(!alice.may_publish("chat.history.general.bob").await, "alice cannot request as bob");
+    let refused = app.stack.otlp.wait_for(WAIT, "the requests refused", |c| {
+        latest_sum(&c.metrics, "history.requests", &[("result", "refused_reply_subject")]).filter(|n| *n >= 20.0)
+    });
+    refused.await.expect("every request naming bob's inbox refused");
+    let flooded = tokio::time::timeout(Duration::from_millis(300), futures::StreamExt::next(&mut bob_inbox)).await;
+    assert!(flooded.is_err(), "a history reply reached bob: {flooded:?}");
+    let own = alice.client.request("chat.history.general.alice", "{}".into()).await.expect("alice's own request");
+    assert!(own.payload.starts_with(b"{\"room\":\"general\""), "{:?}", own.payload);
 }

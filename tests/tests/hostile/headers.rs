@@ -66,11 +66,11 @@ async fn history_ignores_an_unreadable_request_and_keeps_serving() {
     let mut carol = RawClient::connect(&app.stack.nats.url(), &token).await;
     let inbox = b"_INBOX.chat.carol.raw1";
     for (what, block) in UNREADABLE_HEADER_BLOCKS {
-        carol.hpub(b"chat.history.general", Some(inbox), block, b"{}").await;
+        carol.hpub(b"chat.history.general.carol", Some(inbox), block, b"{}").await;
         carol.ping().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     }
     // A reply subject that is not UTF-8: read lossily, so not where carol asked.
-    carol.hpub(b"chat.history.general", Some(b"_INBOX.chat.carol.\xff"), b"NATS/1.0\r\n\r\n", b"{}").await;
+    carol.hpub(b"chat.history.general.carol", Some(b"_INBOX.chat.carol.\xff"), b"NATS/1.0\r\n\r\n", b"{}").await;
     carol.ping().await.expect("accepted");
     settle().await;
 
@@ -81,7 +81,7 @@ async fn history_ignores_an_unreadable_request_and_keeps_serving() {
     let history = app._history.as_ref().expect("history-service");
     assert_eq!(history.readyz().await, Some(200), "history-service is still ready");
     let reader = app.chat_user("carol", &["chat-readonly"]).await;
-    let reply = reader.client.request("chat.history.general", "{}".into()).await.expect("history still answers");
+    let reply = reader.client.request("chat.history.general.carol", "{}".into()).await.expect("history still answers");
     assert!(reply.payload.starts_with(b"{"), "an answer: {:?}", reply.payload);
 }
 
