@@ -44,6 +44,10 @@ pub struct Config {
     /// Deadline of one processing attempt; past it the attempt ends `ERROR`/`Timeout` and is nak'd.
     #[arg(long, env = "PROCESSING_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub processing_deadline: Duration,
+    /// How long `CHAT` keeps a message (the stream is a buffer before PostgreSQL, not
+    /// the archive): longer than any worker outage you want to ride out.
+    #[arg(long, env = "STREAM_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub stream_max_age: Duration,
     /// Copies of `CHAT` and `CHAT_DLQ` kept by a NATS cluster (JetStream RAFT): 1 on a
     /// single server, 3 on the three-node cluster of `make up-cluster` (survives one node).
     /// A running stream is scaled to this number when the worker starts.

@@ -13,7 +13,8 @@
 //! - `worker`: pulls batches, bounds batches in flight, heals a vanished consumer, drains
 //!   on shutdown.
 //! - `metrics`: the counters and histogram of DESIGN.md 5.4.
-//! - `lag`: consumer pending / ack-pending and dead letters kept, as gauges.
+//! - `lag`: consumer pending / ack-pending and dead letters kept, as gauges; records the
+//!   consumer's ack floor, where a consumer created again starts (`setup`).
 //!
 //! What happens to a message (the table in `fate`):
 //! - valid: inserted (idempotent on stream identity + sequence, and on user +
@@ -87,10 +88,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         store.migrate().await?;
         let jetstream = async_nats::jetstream::new(client);
         let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
-        let processor = batch::Processor::new(jetstream.clone(), store, Arc::clone(&config), spans.clone());
+        let processor = batch::Processor::new(jetstream.clone(), store.clone(), Arc::clone(&config), spans.clone());
         tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "pulling");
-        let lag = tokio::spawn(lag::observe(jetstream.clone()));
-        let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
+        let lag = tokio::spawn(lag::observe(jetstream.clone(), store.clone()));
+        let puller = worker::Puller { js: &jetstream, config: &config, store: &store, spans: &spans, pulling };
         worker::run(puller, processor, shutdown).await;
         lag.abort();
         Ok(())

@@ -6,10 +6,23 @@
 //! gets the error, nothing is stored); `CHAT_DLQ` takes [`MAX_DEAD_LETTER_BYTES`], room
 //! for any stored message plus the dead letter's bounded headers, so a dead letter is
 //! never refused for its size.
+//!
+//! Retention: `CHAT` keeps a message `STREAM_MAX_AGE` (7 days by default): it is the
+//! buffer between publishers and PostgreSQL, not the archive, and a week covers a worker
+//! outage over a long weekend with bounded disk. `CHAT_DLQ` keeps dead letters until an
+//! operator removes them, and remembers their ids for [`DLQ_DUPLICATE_WINDOW`]: a dead
+//! letter's id is stable (`dlq-<stream>-<seq>`), so one written again is dropped.
+//!
+//! Where a new consumer starts: an existing consumer keeps its position. A consumer
+//! created again (it vanished: deleted, or its store was lost) starts just after the
+//! last ack floor the worker recorded for this stream (`lag` records it every read), so
+//! it does not replay the stream from its start; with no recorded floor it starts at the
+//! first message.
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
 use chat_protocol::{CONSUMER, DLQ_STREAM, STREAM};
@@ -17,6 +30,7 @@ use time::OffsetDateTime;
 
 use crate::Config;
 use crate::dead_letter::MAX_COPIED_BYTES;
+use crate::store::{Store, StoreError};
 
 /// Stream or consumer setup failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +46,22 @@ pub(crate) enum SetupError {
     /// Creating or updating the consumer failed.
     #[error("cannot create consumer {CONSUMER}: {0}")]
     Consumer(#[from] jetstream::stream::ConsumerError),
+    /// The stream's handle could not be made.
+    #[error("cannot look up stream {STREAM}: {0}")]
+    StreamHandle(#[from] jetstream::context::GetStreamError),
+    /// Reading the consumer failed (other than: it does not exist).
+    #[error("cannot read consumer {CONSUMER}: {0}")]
+    ConsumerInfo(#[from] jetstream::context::ConsumerInfoError),
+    /// The recorded position could not be read: a new consumer would not know where to
+    /// start, so it is not created yet.
+    #[error("cannot read the consumer's recorded position: {0}")]
+    Position(#[from] StoreError),
 }
 
-/// How long JetStream remembers a `Nats-Msg-Id` to drop duplicate publishes.
+/// How long `CHAT` remembers a `Nats-Msg-Id` to drop duplicate publishes.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long `CHAT_DLQ` remembers a dead letter's id.
+pub(crate) const DLQ_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Largest message (headers and payload) `CHAT` stores: twice the largest valid chat
 /// payload, so too-large messages up to this size are still stored and dead-lettered
 /// with a reason, and anything bigger is refused at publish.
@@ -51,26 +77,45 @@ pub(crate) struct Source {
     pub(crate) stream_created: OffsetDateTime,
 }
 
-fn stream(name: &str, subjects: &str, max_message_size: i32, replicas: u8) -> StreamConfig {
+fn chat_stream(config: &Config) -> StreamConfig {
     StreamConfig {
-        num_replicas: usize::from(replicas),
-        name: name.to_owned(),
-        subjects: vec![subjects.to_owned()],
+        num_replicas: usize::from(config.stream_replicas),
+        name: STREAM.to_owned(),
+        subjects: vec!["chat.msg.>".to_owned()],
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
-        max_message_size,
+        max_message_size: MAX_MESSAGE_BYTES,
+        max_age: config.stream_max_age,
+        ..Default::default()
+    }
+}
+
+fn dead_letter_stream(replicas: u8) -> StreamConfig {
+    StreamConfig {
+        num_replicas: usize::from(replicas),
+        name: DLQ_STREAM.to_owned(),
+        subjects: vec!["chat.dlq.>".to_owned()],
+        storage: StorageType::File,
+        duplicate_window: DLQ_DUPLICATE_WINDOW,
+        max_message_size: MAX_DEAD_LETTER_BYTES,
         ..Default::default()
     }
 }
 
 /// Ensures both streams and the consumer exist with the configured settings.
-pub(crate) async fn ensure_stream_and_consumer(js: &Context, config: &Config) -> Result<Source, SetupError> {
+pub(crate) async fn ensure_stream_and_consumer(
+    js: &Context,
+    config: &Config,
+    store: &Store,
+) -> Result<Source, SetupError> {
     // The dead-letter stream first: the worker must never take a message it cannot dead-letter.
     ensure_dead_letter_stream(js, config.stream_replicas).await?;
     let info = js
-        .create_or_update_stream(stream(STREAM, "chat.msg.>", MAX_MESSAGE_BYTES, config.stream_replicas))
+        .create_or_update_stream(chat_stream(config))
         .await
         .map_err(|source| SetupError::Stream { name: STREAM, source })?;
+    let stream_created = to_micros(info.created);
+    let deliver_policy = start_of_consumer(js, store, stream_created).await?;
     let consumer = js
         .create_consumer_on_stream(
             pull::Config {
@@ -85,17 +130,41 @@ pub(crate) async fn ensure_stream_and_consumer(js: &Context, config: &Config) ->
                 filter_subject: "chat.msg.>".to_owned(),
                 // Enough for every batch in flight plus one being collected.
                 max_ack_pending: i64::try_from(config.batch_size * (config.in_flight_batches + 1)).unwrap_or(i64::MAX),
+                deliver_policy,
                 ..Default::default()
             },
             STREAM,
         )
         .await?;
-    Ok(Source { consumer, stream_created: to_micros(info.created) })
+    Ok(Source { consumer, stream_created })
+}
+
+/// Where the consumer starts: its own position if it exists (a start cannot be changed
+/// on an existing consumer), else just after the recorded ack floor of this stream.
+async fn start_of_consumer(
+    js: &Context,
+    store: &Store,
+    stream_created: OffsetDateTime,
+) -> Result<DeliverPolicy, SetupError> {
+    let stream = js.get_stream_no_info(STREAM).await?;
+    match stream.consumer_info(CONSUMER).await {
+        Ok(existing) => Ok(existing.config.deliver_policy),
+        Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => {
+            Ok(match store.position(stream_created).await? {
+                Some(floor) => {
+                    tracing::warn!(ack_floor = floor, "consumer missing: creating it after its recorded position");
+                    DeliverPolicy::ByStartSequence { start_sequence: floor + 1 }
+                }
+                None => DeliverPolicy::All,
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Creates the dead-letter stream again if it vanished (a dead letter found no stream).
 pub(crate) async fn ensure_dead_letter_stream(js: &Context, replicas: u8) -> Result<(), SetupError> {
-    js.create_or_update_stream(stream(DLQ_STREAM, "chat.dlq.>", MAX_DEAD_LETTER_BYTES, replicas))
+    js.create_or_update_stream(dead_letter_stream(replicas))
         .await
         .map(|_| ())
         .map_err(|source| SetupError::Stream { name: DLQ_STREAM, source })
@@ -103,7 +172,7 @@ pub(crate) async fn ensure_dead_letter_stream(js: &Context, replicas: u8) -> Res
 
 /// PostgreSQL keeps microseconds: the stream identity in the key is the creation time
 /// at that precision, so what the worker holds equals what the table returns.
-fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn to_micros(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
 }
 

@@ -145,6 +145,35 @@ impl Store {
         }
     }
 
+    /// Records the consumer's ack floor in the stream `stream_created` (never moving it
+    /// back: a late write of an older read cannot undo a newer one).
+    pub(crate) async fn record_position(
+        &self,
+        stream_created: OffsetDateTime,
+        ack_floor: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO chat.consumer_position (stream_created, ack_floor) VALUES ($1, $2) \
+             ON CONFLICT (stream_created) DO UPDATE SET ack_floor = GREATEST(chat.consumer_position.ack_floor, \
+             EXCLUDED.ack_floor), recorded_at = now()",
+        )
+        .bind(stream_created)
+        .bind(i64::try_from(ack_floor).unwrap_or(i64::MAX))
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The last ack floor recorded in the stream `stream_created`, if any.
+    pub(crate) async fn position(&self, stream_created: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+        let floor: Option<i64> =
+            sqlx::query_scalar("SELECT ack_floor FROM chat.consumer_position WHERE stream_created = $1")
+                .bind(stream_created)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(floor.and_then(|f| u64::try_from(f).ok()))
+    }
+
     /// `SELECT 1`, for `/readyz`.
     pub(crate) async fn ping(&self) -> Result<(), String> {
         self.db.ping().await

@@ -26,6 +26,7 @@ use crate::Config;
 use crate::batch::Processor;
 use crate::delivery::Delivery;
 use crate::setup::{Source, ensure_stream_and_consumer};
+use crate::store::Store;
 
 /// Whether the worker is pulling from its consumer (the `consumer` readiness check).
 #[derive(Debug, Clone, Default)]
@@ -49,6 +50,8 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(10);
 pub(crate) struct Puller<'a> {
     pub(crate) js: &'a async_nats::jetstream::Context,
     pub(crate) config: &'a Config,
+    /// Where a consumer created again starts (its recorded position).
+    pub(crate) store: &'a Store,
     pub(crate) spans: &'a Messaging,
     pub(crate) pulling: Pulling,
 }
@@ -140,7 +143,7 @@ pub(crate) async fn run(puller: Puller<'_>, processor: Processor, shutdown: impl
 /// Sets up the streams and the consumer and opens a pull stream on it.
 async fn connect(puller: &Puller<'_>) -> Result<(MessageStream, OffsetDateTime), String> {
     let Source { consumer, stream_created } =
-        ensure_stream_and_consumer(puller.js, puller.config).await.map_err(|e| e.to_string())?;
+        ensure_stream_and_consumer(puller.js, puller.config, puller.store).await.map_err(|e| e.to_string())?;
     let messages = open(&consumer, puller.config).await.map_err(|e| format!("cannot pull from the consumer: {e}"))?;
     Ok((messages, stream_created))
 }

@@ -1,8 +1,11 @@
 //! The stream and the consumer vanish under the worker: it reports not ready, sets them
-//! up again, and stores every acknowledged message exactly once.
+//! up again (a consumer after its recorded position), and stores every acknowledged
+//! message exactly once.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
 
 use crate::app::{App, Options, WAIT};
 
@@ -68,4 +71,62 @@ async fn a_consumer_deleted_under_load_is_recreated_and_loses_nothing() {
     assert!(acked >= 500, "the load published {acked} messages");
     let rows = app.wait_rows("every stored message", |rows| rows.len() >= acked).await;
     assert_eq!(rows.len(), acked, "stored exactly once");
+}
+
+/// Issue 26, H4: a consumer created again (deleted, or its store lost) started at the
+/// first message of the stream: every stored message was processed again ("already
+/// stored") and every poison message dead-lettered a second time. Now it starts after
+/// the ack floor the worker records, and nothing is replayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_created_again_starts_after_the_recorded_position() {
+    let mut app = App::spawn(Options::default()).await;
+    let sent = app.cli_as("alice", &["send", "general", "before", "--count", "20"]).await;
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    let alice = app.chat_user("alice", &["chat-user"]).await;
+    let js_alice = async_nats::jetstream::new(alice.client.clone());
+    js_alice.publish("chat.msg.general.alice", "not json".into()).await.expect("publish").await.expect("stored");
+    app.wait_rows("20 rows", |rows| rows.len() == 20).await;
+    app.wait_dead_letter("chat.msg.general.alice").await;
+
+    // The worker records its consumer's ack floor every lag read (10 s).
+    let pool = PgPoolOptions::new().max_connections(1).connect(&app.stack.db.url).await.expect("db");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let floor: Option<i64> = sqlx::query_scalar("SELECT max(ack_floor) FROM chat.consumer_position")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(None);
+        if floor == Some(21) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "position not recorded: {floor:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pool.close().await;
+
+    let admin = app.stack.admin().await.expect("admin");
+    let js = async_nats::jetstream::new(admin);
+    js.delete_consumer_from_stream("persist-worker", "CHAT").await.expect("delete the consumer");
+    let deadline = Instant::now() + WAIT;
+    let info = loop {
+        if let Ok(stream) = js.get_stream("CHAT").await
+            && let Ok(info) = stream.consumer_info("persist-worker").await
+        {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "the worker did not create its consumer again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        info.config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: 22 },
+        "starts after the recorded ack floor"
+    );
+    app.worker.wait_readyz(200, WAIT).await.expect("ready again");
+    let sent = app.cli_as("alice", &["send", "general", "after", "--count", "5"]).await;
+    assert_eq!(sent.code, Some(0), "{}", sent.stderr);
+    app.wait_rows("25 rows", |rows| rows.len() == 25).await;
+    assert_eq!(app.dead_letters().await.len(), 1, "the poison message is dead-lettered once");
+    let output = app.worker.process.output();
+    assert!(!output.contains("already stored"), "nothing was replayed:\n{output}");
 }
