@@ -22,13 +22,22 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// A copy of the scripts and the root manifest in a temp dir (they `cd` to their parent).
+/// A copy of the scripts and the root manifest in a temp dir (they `cd` to their parent),
+/// with the patched crates already in place (`scripts/patch-crates.sh` finds them done).
 fn sandbox() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("scripts")).expect("scripts dir");
-    for file in ["scripts/up.sh", "scripts/keys.sh", "Cargo.toml"] {
+    for sub in ["scripts", "patches"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("dir");
+    }
+    let patch = "patches/async-nats-0.51.0.patch";
+    for file in ["scripts/up.sh", "scripts/keys.sh", "scripts/patch-crates.sh", patch, "Cargo.toml"] {
         std::fs::copy(repo_file(file), dir.path().join(file)).expect("copy");
     }
+    let patched = dir.path().join(".tools/patched/async-nats-0.51.0");
+    std::fs::create_dir_all(&patched).expect("patched dir");
+    let digest = Command::new("sha256sum").arg(repo_file(patch)).output().expect("sha256sum");
+    let digest = String::from_utf8_lossy(&digest.stdout).split(' ').next().unwrap_or_default().to_owned();
+    std::fs::write(patched.join(".patched"), format!("{digest}\n")).expect("stamp");
     dir
 }
 

@@ -16,7 +16,6 @@ use crate::dead_letter;
 use crate::delivery::{Checked, Delivery};
 use crate::fate::{Fate, Found, RetryPolicy, fate};
 use crate::metrics::Metrics;
-use crate::setup::ensure_dead_letter_stream;
 use crate::store::{Inserted, Row, Store, StoreError};
 
 /// Processes batches; cheap to clone into each batch task.
@@ -219,10 +218,8 @@ impl Processor {
                 self.metrics.dead_letter_failed(reason);
                 delivery.span.in_scope(|| tracing::error!(%error, reason, "dead letter not published; will retry"));
                 if error.kind() == PublishErrorKind::StreamNotFound {
-                    // The dead-letter stream vanished: create it again for the retry.
-                    if let Err(error) = ensure_dead_letter_stream(&self.js, self.config.stream_replicas).await {
-                        tracing::error!(%error, "cannot create the dead-letter stream again");
-                    }
+                    // Retried until the setup step has created the stream again.
+                    tracing::error!("the dead-letter stream is missing: run the setup step (make up)");
                 }
                 let Fate::Retry(delay) = fate(delivery.facts.delivery_count, Found::DeadLetterFailed, &self.policy)
                 else {

@@ -4,7 +4,8 @@
 //! Layout:
 //! - [`config`]: every setting, from flags or environment (`--help` lists them).
 //! - `setup`: streams `CHAT`, `CHAT_DLQ` and the durable consumer, created or updated
-//!   idempotently, with the size limits that keep every dead letter writable.
+//!   idempotently by the setup step ([`set_up`]), with the size limits that keep every
+//!   dead letter writable; found by the worker.
 //! - `store`: the `chat.messages` table (embedded migrations) and the batched insert.
 //! - `delivery`: one delivery -> span, validation, demo faults -> what it [found](delivery::Checked).
 //! - `fate`: **the** decision what happens to a message (one pure function, its table).
@@ -41,6 +42,7 @@ mod store;
 mod worker;
 
 pub use config::Config;
+pub use setup::SetupError;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,6 +62,59 @@ pub enum Error {
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The setup step could not create or update the streams or the consumer.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
+}
+
+/// Command line: the worker, its healthcheck, or the setup step.
+#[derive(Debug, clap::Parser)]
+#[command(name = "persist-worker", version, about = "Stores chat messages from JetStream in PostgreSQL")]
+pub struct Cli {
+    /// What to do (default: run the worker).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Probe a running worker's /readyz (exit 0 when ready); for container healthchecks.
+    Healthcheck,
+    /// Create or update the streams and the consumer, then exit (as the NATS user `setup`).
+    Setup,
+}
+
+/// The setup step (`persist-worker setup`): applies the database migrations, then
+/// creates or updates the streams and the consumer (a consumer created again starts
+/// after its recorded position), as a NATS user allowed to (`setup` in
+/// `nats/accounts.conf`). Retries for 15 s (JetStream may still be electing a leader),
+/// then fails with the last error.
+pub async fn set_up(config: Config) -> Result<(), Error> {
+    config.validate()?;
+    let store = store::Store::new(config.db.pool()?);
+    store.migrate().await?;
+    let client = config.nats.connect("stream-setup").await.map_err(service_kit::ServeError::from)?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut attempt = 0;
+    let result = loop {
+        match setup::set_up(&js, &config, &store).await {
+            Ok(source) => break Ok(source),
+            Err(error) if attempt < 15 => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "setup failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), client.flush()).await;
+    let source = result?;
+    tracing::info!(stream = chat_protocol::STREAM, consumer = chat_protocol::CONSUMER, stream_created = %source.stream_created, "streams and consumer set up");
+    Ok(())
 }
 
 /// Runs the worker until `shutdown` completes, then stops pulling, finishes the batches
@@ -91,7 +146,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let processor = batch::Processor::new(jetstream.clone(), store.clone(), Arc::clone(&config), spans.clone());
         tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "pulling");
         let lag = tokio::spawn(lag::observe(jetstream.clone(), store.clone()));
-        let puller = worker::Puller { js: &jetstream, config: &config, store: &store, spans: &spans, pulling };
+        let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
         worker::run(puller, processor, shutdown).await;
         lag.abort();
         Ok(())

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use persist_worker::Config;
-use service_kit::{ServiceCli, ServiceCommand};
+use clap::Parser as _;
+use persist_worker::{Cli, Command};
 
 // Spans are allocated on the worker threads and freed on the export thread; glibc malloc
 // serialises that on its arena locks: the per-message instrumentation cost 16.5 µs of CPU
@@ -13,13 +13,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = ServiceCli::<Config>::parse_for(
-        env!("CARGO_PKG_NAME"),
-        env!("CARGO_PKG_VERSION"),
-        "Stores chat messages from JetStream in PostgreSQL",
-    );
-    if let Some(ServiceCommand::Healthcheck) = cli.command {
-        return telemetry::healthcheck(cli.config.health.health_addr).await;
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Healthcheck) => telemetry::healthcheck(cli.config.health.health_addr).await,
+        Some(Command::Setup) => {
+            telemetry::run_service(telemetry::service_info!(), |_shutdown| persist_worker::set_up(cli.config)).await
+        }
+        None => {
+            telemetry::run_service(telemetry::service_info!(), |shutdown| persist_worker::run(cli.config, shutdown))
+                .await
+        }
     }
-    telemetry::run_service(telemetry::service_info!(), |shutdown| persist_worker::run(cli.config, shutdown)).await
 }

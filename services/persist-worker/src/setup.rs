@@ -1,6 +1,10 @@
-//! Streams `CHAT` and `CHAT_DLQ` and the durable pull consumer, created or updated
-//! idempotently (a restart, a second replica, or the worker healing itself after one of
-//! them vanished finds them and brings their settings up to date).
+//! Streams `CHAT` and `CHAT_DLQ` and the durable pull consumer: [`set_up`] creates or
+//! updates them idempotently, run by `persist-worker setup` as the NATS user `setup` (by
+//! `make up` before the workers start, and by the tests); [`open`] finds them for the
+//! worker, whose user `persist` may only read them, consume and dead-letter (it can
+//! neither create nor change a stream: a stream update can set limits that drop
+//! messages). A worker that finds one missing reports not ready and retries until the
+//! setup step has run again.
 //!
 //! Sizes: `CHAT` refuses messages over [`MAX_MESSAGE_BYTES`] at publish (the publisher
 //! gets the error, nothing is stored); `CHAT_DLQ` takes [`MAX_DEAD_LETTER_BYTES`], room
@@ -34,7 +38,7 @@ use crate::store::{Store, StoreError};
 
 /// Stream or consumer setup failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SetupError {
+pub enum SetupError {
     /// Creating, updating or reading a stream failed.
     #[error("cannot create stream {name}: {source}")]
     Stream {
@@ -45,10 +49,16 @@ pub(crate) enum SetupError {
     },
     /// Creating or updating the consumer failed.
     #[error("cannot create consumer {CONSUMER}: {0}")]
-    Consumer(#[from] jetstream::stream::ConsumerError),
+    Consumer(jetstream::stream::ConsumerError),
     /// The stream's handle could not be made.
     #[error("cannot look up stream {STREAM}: {0}")]
     StreamHandle(#[from] jetstream::context::GetStreamError),
+    /// The worker found no stream: the setup step has not run (or must run again).
+    #[error("stream {STREAM} not found ({0}): run the setup step (`persist-worker setup`, run by make up)")]
+    Missing(jetstream::context::GetStreamError),
+    /// The worker found no consumer: the setup step has not run (or must run again).
+    #[error("consumer {CONSUMER} not found ({0}): run the setup step (`persist-worker setup`, run by make up)")]
+    MissingConsumer(String),
     /// Reading the consumer failed (other than: it does not exist).
     #[error("cannot read consumer {CONSUMER}: {0}")]
     ConsumerInfo(#[from] jetstream::context::ConsumerInfoError),
@@ -102,12 +112,8 @@ fn dead_letter_stream(replicas: u8) -> StreamConfig {
     }
 }
 
-/// Ensures both streams and the consumer exist with the configured settings.
-pub(crate) async fn ensure_stream_and_consumer(
-    js: &Context,
-    config: &Config,
-    store: &Store,
-) -> Result<Source, SetupError> {
+/// Creates or updates both streams and the consumer with the configured settings.
+pub(crate) async fn set_up(js: &Context, config: &Config, store: &Store) -> Result<Source, SetupError> {
     // The dead-letter stream first: the worker must never take a message it cannot dead-letter.
     ensure_dead_letter_stream(js, config.stream_replicas).await?;
     let info = js
@@ -135,7 +141,8 @@ pub(crate) async fn ensure_stream_and_consumer(
             },
             STREAM,
         )
-        .await?;
+        .await
+        .map_err(SetupError::Consumer)?;
     Ok(Source { consumer, stream_created })
 }
 
@@ -162,8 +169,16 @@ async fn start_of_consumer(
     }
 }
 
-/// Creates the dead-letter stream again if it vanished (a dead letter found no stream).
-pub(crate) async fn ensure_dead_letter_stream(js: &Context, replicas: u8) -> Result<(), SetupError> {
+/// The consumer and the identity of its stream, as the setup step left them.
+pub(crate) async fn open(js: &Context) -> Result<Source, SetupError> {
+    let stream = js.get_stream(STREAM).await.map_err(SetupError::Missing)?;
+    let stream_created = to_micros(stream.cached_info().created);
+    let consumer =
+        stream.get_consumer::<pull::Config>(CONSUMER).await.map_err(|e| SetupError::MissingConsumer(e.to_string()))?;
+    Ok(Source { consumer, stream_created })
+}
+
+async fn ensure_dead_letter_stream(js: &Context, replicas: u8) -> Result<(), SetupError> {
     js.create_or_update_stream(dead_letter_stream(replicas))
         .await
         .map(|_| ())

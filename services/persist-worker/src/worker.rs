@@ -1,12 +1,13 @@
-//! The pull loop: sets up the streams and the consumer, collects batches (up to
-//! `BATCH_SIZE`, waiting at most `BATCH_WAIT` once the first message is in), keeps up to
-//! `IN_FLIGHT_BATCHES` batches running, and on shutdown stops pulling, naks what was
-//! fetched but not started, and finishes the rest.
+//! The pull loop: finds the consumer, collects batches (up to `BATCH_SIZE`, waiting at
+//! most `BATCH_WAIT` once the first message is in), keeps up to `IN_FLIGHT_BATCHES`
+//! batches running, and on shutdown stops pulling, naks what was fetched but not
+//! started, and finishes the rest.
 //!
-//! Self-healing: when the consumer or the stream vanishes (deleted, a JetStream store
-//! lost), or the pull stream ends or misses heartbeats, the worker reports not ready,
-//! creates them again (retrying with a growing pause) and resumes. Readiness is true
-//! only while it pulls from a consumer it has just verified.
+//! When the consumer or the stream vanishes (deleted, a JetStream store lost), or the
+//! pull stream ends or misses heartbeats, the worker reports not ready and looks for
+//! them again (with a growing pause) until they are back (the setup step creates them:
+//! the worker's NATS user cannot), then resumes. Readiness is true only while it pulls
+//! from a consumer it has just verified.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,8 +26,7 @@ use tokio::task::JoinSet;
 use crate::Config;
 use crate::batch::Processor;
 use crate::delivery::Delivery;
-use crate::setup::{Source, ensure_stream_and_consumer};
-use crate::store::Store;
+use crate::setup::{self, Source};
 
 /// Whether the worker is pulling from its consumer (the `consumer` readiness check).
 #[derive(Debug, Clone, Default)]
@@ -50,8 +50,6 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(10);
 pub(crate) struct Puller<'a> {
     pub(crate) js: &'a async_nats::jetstream::Context,
     pub(crate) config: &'a Config,
-    /// Where a consumer created again starts (its recorded position).
-    pub(crate) store: &'a Store,
     pub(crate) spans: &'a Messaging,
     pub(crate) pulling: Pulling,
 }
@@ -140,10 +138,10 @@ pub(crate) async fn run(puller: Puller<'_>, processor: Processor, shutdown: impl
     finish(tasks).await;
 }
 
-/// Sets up the streams and the consumer and opens a pull stream on it.
+/// Finds the stream and the consumer (as the setup step left them) and opens a pull
+/// stream on it.
 async fn connect(puller: &Puller<'_>) -> Result<(MessageStream, OffsetDateTime), String> {
-    let Source { consumer, stream_created } =
-        ensure_stream_and_consumer(puller.js, puller.config, puller.store).await.map_err(|e| e.to_string())?;
+    let Source { consumer, stream_created } = setup::open(puller.js).await.map_err(|e| e.to_string())?;
     let messages = open(&consumer, puller.config).await.map_err(|e| format!("cannot pull from the consumer: {e}"))?;
     Ok((messages, stream_created))
 }

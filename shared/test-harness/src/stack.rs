@@ -47,14 +47,17 @@ fn with_test_admin() -> HarnessResult<tempfile::TempDir> {
     let accounts = dir.path().join("accounts.conf");
     let text = std::fs::read_to_string(&accounts).map_err(|e| format!("{}: {e}", accounts.display()))?;
     let users_anchor = "    users: [\n      # persist-worker";
-    let auth_users_anchor = "auth_users: [ auth, persist, history, tracer ]";
+    let auth_users_anchor = "auth_users: [ auth, persist, setup, history, tracer ]";
     if !text.contains(users_anchor) || !text.contains(auth_users_anchor) {
         return Err(format!("nats/accounts.conf changed: update with_test_admin in {}", file!()));
     }
     let admin = format!("{{ user: {TEST_ADMIN}, password: ${TEST_ADMIN_PASSWORD} }}");
-    let text = text
-        .replacen(users_anchor, &format!("    users: [\n      {admin}\n      # persist-worker"), 1)
-        .replacen(auth_users_anchor, &format!("auth_users: [ auth, persist, history, tracer, {TEST_ADMIN} ]"), 1);
+    let text =
+        text.replacen(users_anchor, &format!("    users: [\n      {admin}\n      # persist-worker"), 1).replacen(
+            auth_users_anchor,
+            &format!("auth_users: [ auth, persist, setup, history, tracer, {TEST_ADMIN} ]"),
+            1,
+        );
     std::fs::write(&accounts, text).map_err(|e| format!("write {}: {e}", accounts.display()))?;
     Ok(dir)
 }
@@ -248,8 +251,27 @@ impl ChatStack {
         cmd
     }
 
-    /// Starts a service binary with extra environment and waits until it is ready.
+    /// The setup step as `make up` runs it: `persist-worker setup` as the NATS user
+    /// `setup`, with the worker's settings in `env` (stream and consumer settings are the
+    /// step's to apply). Run before every worker [`ChatStack::spawn_service`] starts, and
+    /// by tests that make the streams or the consumer vanish.
+    pub async fn set_up_streams(&self, env: &[(&str, &str)]) -> HarnessResult<()> {
+        let mut cmd = self.service_command("persist-worker", free_port());
+        cmd.arg("setup").env("OTEL_SERVICE_NAME", "stream-setup").envs(env.iter().copied());
+        if !self.secrets.is_empty() {
+            cmd.env("NATS_USER", "setup").env("NATS_PASSWORD", self.secret("NATS_SETUP_PASSWORD"));
+        }
+        let mut setup = ChildProcess::spawn("stream-setup", cmd)?;
+        let status = setup.wait_exit(Duration::from_secs(90)).await?;
+        if status.success() { Ok(()) } else { Err(format!("setup step failed ({status}):\n{}", setup.output())) }
+    }
+
+    /// Starts a service binary with extra environment and waits until it is ready (the
+    /// worker after the setup step).
     pub async fn spawn_service(&self, bin: &str, env: &[(&str, &str)]) -> HarnessResult<Service> {
+        if bin == "persist-worker" {
+            self.set_up_streams(env).await?;
+        }
         let health_port = free_port();
         let mut cmd = self.service_command(bin, health_port);
         cmd.envs(env.iter().copied());

@@ -49,6 +49,11 @@ impl App {
         Self { stack, issuer, _auth: auth, worker, _history: history }
     }
 
+    /// The setup step again (as `make up` runs it), with the worker's settings.
+    pub(crate) async fn set_up_streams(&self) {
+        self.stack.set_up_streams(WORKER_ENV).await.expect("setup step");
+    }
+
     /// A token for a chat user with `roles`.
     pub(crate) fn token(&self, user: &str, roles: &[&str]) -> String {
         self.issuer.token(&self.issuer.claims(user, roles))

@@ -86,16 +86,38 @@ async fn every_user_and_role_is_held_to_its_grant() {
     let persist = app.service_user("persist", "NATS_PERSIST_PASSWORD").await;
     let dangerous_for_persist: Vec<&str> =
         DANGEROUS.iter().copied().filter(|s| !s.starts_with("$JS.ACK.CHAT.persist-worker")).collect();
-    let no_publish: Vec<&str> =
-        [&["chat.msg.general.alice", "chat.history.general.alice", "_INBOX.chat.alice.x"][..], &dangerous_for_persist]
-            .concat();
+    // Issue 26, H5: no subject that creates or changes a stream or the consumer (a stream
+    // update can set limits that drop messages): that is the setup step's user.
+    const SETUP_ONLY: &[&str] = &[
+        "$JS.API.STREAM.CREATE.CHAT",
+        "$JS.API.STREAM.UPDATE.CHAT",
+        "$JS.API.STREAM.UPDATE.CHAT_DLQ",
+        "$JS.API.CONSUMER.CREATE.CHAT.persist-worker",
+    ];
+    let no_publish: Vec<&str> = [
+        &["chat.msg.general.alice", "chat.history.general.alice", "_INBOX.chat.alice.x"][..],
+        &dangerous_for_persist,
+        SETUP_ONLY,
+    ]
+    .concat();
     let grant = Grant {
-        publish: &["chat.dlq.probe", "$JS.API.STREAM.INFO.CHAT"],
+        publish: &["chat.dlq.probe", "$JS.API.STREAM.INFO.CHAT", "$JS.API.CONSUMER.INFO.CHAT.persist-worker"],
         no_publish: &no_publish,
         subscribe: &["_INBOX.svc.persist-worker.x"],
         no_subscribe: &["chat.msg.>", "_INBOX.>", "_INBOX.chat.alice.>", "nats.trace.events", "chat.history.*.*"],
     };
     assert_grant("persist", &persist, &grant).await;
+
+    let setup = app.service_user("setup", "NATS_SETUP_PASSWORD").await;
+    let no_publish: Vec<&str> =
+        [&["chat.msg.general.alice", "chat.dlq.general", "_INBOX.chat.alice.x"][..], DANGEROUS].concat();
+    let grant = Grant {
+        publish: &["$JS.API.STREAM.INFO.CHAT", "$JS.API.CONSUMER.INFO.CHAT.persist-worker"],
+        no_publish: &no_publish,
+        subscribe: &["_INBOX.svc.stream-setup.x"],
+        no_subscribe: &["chat.msg.>", "_INBOX.>", "chat.dlq.>", "nats.trace.events", "chat.history.*.*"],
+    };
+    assert_grant("setup", &setup, &grant).await;
 
     let history = app.service_user("history", "NATS_HISTORY_PASSWORD").await;
     let no_publish: Vec<&str> =
@@ -219,4 +241,30 @@ async fn history_answers_only_the_requesters_own_inbox() {
     assert!(flooded.is_err(), "a history reply reached bob: {flooded:?}");
     let own = alice.client.request("chat.history.general.alice", "{}".into()).await.expect("alice's own request");
     assert!(own.payload.starts_with(b"{\"room\":\"general\""), "{:?}", own.payload);
+}
+
+/// Issue 26, H5: the worker's user once could update `CHAT_DLQ` to `max_msgs: 1`, which
+/// cut the dead letters down to one. Now it cannot, and the dead letters stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_workers_user_cannot_shrink_a_stream() {
+    let app = App::spawn(Options::default()).await;
+    let alice = app.chat_user("alice", &["chat-user"]).await;
+    let js_alice = async_nats::jetstream::new(alice.client.clone());
+    for i in 0..3 {
+        let subject = format!("chat.msg.r{i}.alice");
+        js_alice.publish(subject, "not json".into()).await.expect("publish").await.expect("stored");
+    }
+    let admin = async_nats::jetstream::new(app.stack.admin().await.expect("admin"));
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut dlq = admin.get_stream("CHAT_DLQ").await.expect("CHAT_DLQ");
+    while dlq.info().await.expect("info").state.messages < 3 {
+        assert!(std::time::Instant::now() < deadline, "three dead letters");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let persist = app.service_user("persist", "NATS_PERSIST_PASSWORD").await;
+    let js = async_nats::jetstream::new(persist.client.clone());
+    let mut shrunk = dlq.info().await.expect("info").config.clone();
+    shrunk.max_messages = 1;
+    assert!(js.update_stream(shrunk).await.is_err(), "the worker's user may not update a stream");
+    assert_eq!(dlq.info().await.expect("info").state.messages, 3, "no dead letter lost");
 }

@@ -1,6 +1,6 @@
-//! The stream and the consumer vanish under the worker: it reports not ready, sets them
-//! up again (a consumer after its recorded position), and stores every acknowledged
-//! message exactly once.
+//! The stream and the consumer vanish under the worker: it reports not ready until the
+//! setup step (`make up`) has created them again (a consumer after its recorded
+//! position), then resumes and stores every acknowledged message exactly once.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -21,13 +21,11 @@ async fn a_recreated_stream_stores_messages_whose_sequences_collide_with_old_row
     let admin = app.stack.admin().await.expect("admin");
     let js = async_nats::jetstream::new(admin);
     js.delete_stream("CHAT").await.expect("delete the stream (and its consumer)");
-    // The worker notices, sets both up again and is ready again.
+    // The worker notices and is not ready until the setup step runs again.
+    app.worker.wait_readyz(503, WAIT).await.expect("not ready without its stream");
+    assert!(js.get_stream("CHAT").await.is_err(), "the worker's user cannot create a stream");
+    app.set_up_streams().await;
     app.worker.wait_readyz(200, WAIT).await.expect("ready again");
-    let deadline = Instant::now() + WAIT;
-    while js.get_stream("CHAT").await.is_err() {
-        assert!(Instant::now() < deadline, "the worker did not create the stream again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let sent = app.cli_as("alice", &["send", "general", "new", "--count", "3"]).await;
     assert_eq!(sent.code, Some(0), "{}", sent.stderr);
     let seqs: BTreeSet<u64> = sent.json_lines().iter().filter_map(|l| l["seq"].as_u64()).collect();
@@ -36,9 +34,9 @@ async fn a_recreated_stream_stores_messages_whose_sequences_collide_with_old_row
     assert_eq!(rows.iter().filter(|r| r.2 == "new").count(), 3, "{rows:?}");
 }
 
-/// The consumer is deleted while messages pour in, and once more while the worker cannot
-/// set it up again (a stream squats on the dead-letter subjects): readiness shows the gap,
-/// and every message the stream acknowledged is stored exactly once.
+/// The consumer is deleted while messages pour in, and once more while the setup step
+/// cannot create it again (a stream squats on the dead-letter subjects): readiness shows
+/// the gap, and every message the stream acknowledged is stored exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_deleted_under_load_is_recreated_and_loses_nothing() {
     let mut app = App::spawn(Options::default()).await;
@@ -52,6 +50,9 @@ async fn a_consumer_deleted_under_load_is_recreated_and_loses_nothing() {
     };
     let (load, ()) = tokio::join!(load, delete);
     assert_eq!(load.code, Some(0), "{}\n{}", load.stdout, load.stderr);
+    app.worker.wait_readyz(503, WAIT).await.expect("not ready without its consumer");
+    app.set_up_streams().await;
+    app.worker.wait_readyz(200, WAIT).await.expect("ready again");
 
     // Setting up again is blocked while another stream holds chat.dlq.>: not ready.
     js.delete_stream("CHAT_DLQ").await.expect("delete the DLQ stream");
@@ -64,7 +65,10 @@ async fn a_consumer_deleted_under_load_is_recreated_and_loses_nothing() {
     .expect("squat");
     js.delete_consumer_from_stream("persist-worker", "CHAT").await.expect("delete the consumer again");
     app.worker.wait_readyz(503, WAIT).await.expect("not ready while it cannot pull");
+    let blocked = app.stack.set_up_streams(&[("ACK_WAIT", "5s")]).await;
+    assert!(blocked.is_err(), "the setup step cannot create CHAT_DLQ while SQUATTER holds its subjects");
     js.delete_stream("SQUATTER").await.expect("leave");
+    app.set_up_streams().await;
     app.worker.wait_readyz(200, WAIT).await.expect("ready again");
 
     let acked: usize = js.get_stream("CHAT").await.expect("CHAT").info().await.expect("info").state.messages as usize;
@@ -107,16 +111,10 @@ async fn a_consumer_created_again_starts_after_the_recorded_position() {
     let admin = app.stack.admin().await.expect("admin");
     let js = async_nats::jetstream::new(admin);
     js.delete_consumer_from_stream("persist-worker", "CHAT").await.expect("delete the consumer");
-    let deadline = Instant::now() + WAIT;
-    let info = loop {
-        if let Ok(stream) = js.get_stream("CHAT").await
-            && let Ok(info) = stream.consumer_info("persist-worker").await
-        {
-            break info;
-        }
-        assert!(Instant::now() < deadline, "the worker did not create its consumer again");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    app.worker.wait_readyz(503, WAIT).await.expect("not ready without its consumer");
+    app.set_up_streams().await;
+    let stream = js.get_stream("CHAT").await.expect("CHAT");
+    let info = stream.consumer_info("persist-worker").await.expect("the consumer, created again");
     assert_eq!(
         info.config.deliver_policy,
         async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: 22 },
