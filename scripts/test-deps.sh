@@ -8,6 +8,7 @@
 #   - the vendors' published schemas (@keycloak/keycloak-admin-client, @grafana/schema)
 #     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20);
 #   - cargo-fuzz (from crates.io) for the short fuzz run of make test;
+#   - Keycloak 26.4.0 (Maven Central's distribution, with Maven) for the real logins;
 #   - the patched crates the workspace builds with (scripts/patch-crates.sh, patches/).
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -66,6 +67,21 @@ if ! cmp -s tests/schemas/package-lock.json tests/schemas/node_modules/.installe
   cp tests/schemas/package-lock.json tests/schemas/node_modules/.installed-lock
 fi
 say "schemas: $(node -e 'for (const p of ["@keycloak/keycloak-admin-client","@grafana/schema","typescript"]) process.stdout.write(p + "@" + require("./tests/schemas/node_modules/" + p + "/package.json").version + " ")')"
+# Keycloak, the compose image's version, for the logins of tests/tests/keycloak.rs: the
+# official distribution from Maven Central (about 160 MB), unpacked once into .tools/.
+KEYCLOAK_VERSION=26.4.0
+keycloak=.tools/keycloak-$KEYCLOAK_VERSION
+if [ ! -x "$keycloak/bin/kc.sh" ]; then
+  command -v mvn >/dev/null 2>&1 || { say "installing Maven"; apt_install maven; }
+  say "downloading Keycloak $KEYCLOAK_VERSION (org.keycloak:keycloak-quarkus-dist, ~160 MB)"
+  download=$(mktemp -d)
+  mvn -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
+    -DoutputDirectory="$download"
+  mkdir -p .tools && tar -xzf "$download/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C .tools
+  rm -rf "$download"
+fi
+say "keycloak: $keycloak ($(java -version 2>&1 | head -n 1))"
+
 # The workspace's patched dependencies (Cargo.toml [patch.crates-io] -> .tools/patched)
 bash scripts/patch-crates.sh
 say "ready"

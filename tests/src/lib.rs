@@ -1,9 +1,11 @@
 //! Helpers for checking the compose stack: reading the config files, the Prometheus
 //! names of OpenTelemetry metrics, and the metric names a PromQL query uses; the real
-//! Tempo, Loki and Prometheus of the real-backend tier ([`real_backends`]); and the
+//! Tempo, Loki and Prometheus of the real-backend tier ([`real_backends`]); the real
+//! Keycloak ([`keycloak`]); and the
 //! seed scenarios read back from those backends, shared by that tier and `make test-e2e`
 //! ([`scenarios`]).
 
+pub mod keycloak;
 pub mod real_backends;
 pub mod scenarios;
 

@@ -19,6 +19,14 @@ pub enum CliError {
         /// What the client saw.
         reason: String,
     },
+    /// Keycloak refused the user name and password (or the refresh token).
+    #[error("Keycloak refused the login of {user} ({status}): wrong user name or password?")]
+    LoginRefused {
+        /// The login name.
+        user: String,
+        /// Keycloak's HTTP status.
+        status: String,
+    },
     /// The server (or its auth callout) refused the credentials.
     #[error("NATS refused the login: {0} (is your token valid and not expired? try `chat-cli login`)")]
     AuthRefused(String),
@@ -58,7 +66,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Invalid(_) => 2,
-            Self::AuthRefused(_) | Self::PermissionDenied(_) => 3,
+            Self::AuthRefused(_) | Self::LoginRefused { .. } | Self::PermissionDenied(_) => 3,
             _ => 1,
         }
     }

@@ -163,11 +163,7 @@ impl Endpoint {
             .await
             .map_err(|e| CliError::Unreachable { url: shown, reason: e.without_url().to_string() })?;
         if !response.status().is_success() {
-            return Err(CliError::AuthRefused(format!(
-                "Keycloak answered {} to the login of {}",
-                response.status(),
-                self.user
-            )));
+            return Err(CliError::LoginRefused { user: self.user.clone(), status: response.status().to_string() });
         }
         response.json().await.map_err(|e| CliError::Nats(format!("unreadable token response: {}", e.without_url())))
     }
