@@ -9,6 +9,7 @@
 #     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20);
 #   - cargo-fuzz (from crates.io) for the short fuzz run of make test;
 #   - Keycloak 26.4.0 (Maven Central's distribution, with Maven) for the real logins;
+#   - the OpenTelemetry Collector 0.159.0, built from its Go modules (otel/builder.yaml);
 #   - the patched crates the workspace builds with (scripts/patch-crates.sh, patches/).
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -81,6 +82,14 @@ if [ ! -x "$keycloak/bin/kc.sh" ]; then
   rm -rf "$download"
 fi
 say "keycloak: $keycloak ($(java -version 2>&1 | head -n 1))"
+
+# The OpenTelemetry Collector of otel/builder.yaml (the compose image's release), built
+# once with the Collector Builder from the Go module proxy (tests/tests/collector.rs).
+if command -v go >/dev/null 2>&1; then
+  say "collector: $(bash scripts/build-collector.sh)"
+else
+  say "no Go here: the real-collector tests will print 'skipped'"
+fi
 
 # The workspace's patched dependencies (Cargo.toml [patch.crates-io] -> .tools/patched)
 bash scripts/patch-crates.sh

@@ -5,6 +5,7 @@
 //! seed scenarios read back from those backends, shared by that tier and `make test-e2e`
 //! ([`scenarios`]).
 
+pub mod collector;
 pub mod keycloak;
 pub mod real_backends;
 pub mod scenarios;

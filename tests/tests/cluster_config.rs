@@ -144,9 +144,9 @@ const OTLP_CLIENT_KEYS: &[&str] =
 #[test]
 fn the_agent_routes_whole_traces_by_trace_id_to_the_gateway_replicas() {
     let agent = yaml("otel/agent.yaml");
-    let lb = &agent["exporters"]["loadbalancing"];
+    let lb = &agent["exporters"]["load_balancing"];
     for key in keys(lb) {
-        assert!(LOADBALANCING_KEYS.contains(&key.as_str()), "loadbalancing.{key}: not a key of the exporter");
+        assert!(LOADBALANCING_KEYS.contains(&key.as_str()), "load_balancing.{key}: not a key of the exporter");
     }
     assert_eq!(lb["routing_key"], "traceID", "every span of a trace to one gateway");
     assert_eq!(keys(&lb["resolver"]), BTreeSet::from(["dns".to_owned()]));
@@ -172,7 +172,7 @@ fn the_agent_routes_whole_traces_by_trace_id_to_the_gateway_replicas() {
     for (name, pipeline) in pipelines.as_mapping().into_iter().flatten() {
         let name = name.as_str().unwrap_or_default();
         let exporters = strings(&pipeline["exporters"]);
-        assert_eq!(name.starts_with("traces"), exporters == ["loadbalancing"], "{name}: {exporters:?}");
+        assert_eq!(name.starts_with("traces"), exporters == ["load_balancing"], "{name}: {exporters:?}");
     }
     assert!(agent["processors"]["tail_sampling"].is_null(), "the agent must not sample partial traces");
     assert!(agent["connectors"]["span_metrics"].is_null(), "span metrics on partial traces would be split");

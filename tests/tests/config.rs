@@ -310,7 +310,7 @@ fn stateful_services_use_named_volumes() {
 fn collector_pipelines_use_only_defined_components_that_exist_in_0_159() {
     let config = yaml("otel/collector.yaml");
     let known_types: &[(&str, &[&str])] = &[
-        ("receivers", &["otlp", "udplog"]),
+        ("receivers", &["otlp", "udp_log"]),
         ("processors", &["memory_limiter", "transform", "tail_sampling", "batch", "resource"]),
         ("exporters", &["otlp_grpc", "otlp_http", "prometheus"]),
         ("connectors", &["span_metrics", "forward"]),

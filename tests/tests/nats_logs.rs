@@ -1,5 +1,5 @@
 //! nats-server's own log lines reach Loki through the collector's syslog receiver
-//! (`udplog/nats` in `otel/collector.yaml` and `otel/agent.yaml`). No collector runs here,
+//! (`udp_log/nats` in `otel/collector.yaml` and `otel/agent.yaml`). No collector runs here,
 //! so this runs the receiver's regex and severity mapping, as the file has them, on what
 //! the real nats-server 2.12.8 sends with the flag compose gives it.
 
@@ -45,10 +45,10 @@ fn compose_points_every_nats_node_at_the_collectors_syslog_receiver() {
     assert_eq!(host_port, "otel-collector");
     for file in ["otel/collector.yaml", "otel/agent.yaml"] {
         let config = yaml(file);
-        let listen = config["receivers"]["udplog/nats"]["listen_address"].as_str().expect("udplog/nats");
+        let listen = config["receivers"]["udp_log/nats"]["listen_address"].as_str().expect("udp_log/nats");
         assert_eq!(listen, format!("0.0.0.0:{port}"), "{file}");
         let pipeline = &config["service"]["pipelines"]["logs/nats-server"];
-        assert_eq!(pipeline["receivers"][0], "udplog/nats", "{file}");
+        assert_eq!(pipeline["receivers"][0], "udp_log/nats", "{file}");
         assert_eq!(pipeline["exporters"][0], "otlp_http/loki", "{file}");
         let processors: Vec<&str> =
             pipeline["processors"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -60,7 +60,7 @@ fn compose_points_every_nats_node_at_the_collectors_syslog_receiver() {
 
 #[test]
 fn the_receiver_parses_every_line_the_real_nats_server_sends() {
-    let receiver = yaml("otel/collector.yaml")["receivers"]["udplog/nats"].clone();
+    let receiver = yaml("otel/collector.yaml")["receivers"]["udp_log/nats"].clone();
     let parser = &receiver["operators"][0];
     assert_eq!(parser["type"], "regex_parser");
     // Go's RE2 and Rust's regex crate read this pattern alike (named groups, classes).

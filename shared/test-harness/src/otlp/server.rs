@@ -1,10 +1,11 @@
-//! The OTLP/gRPC (tonic) and OTLP/HTTP (axum) servers feeding the [`Store`].
+//! The OTLP/gRPC (tonic) and OTLP/HTTP (axum) servers feeding the [`Store`]. Both take
+//! gzip-compressed requests too (the collector's exporters compress by default).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
@@ -18,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use super::{Store, decode};
@@ -91,9 +93,9 @@ pub(super) async fn grpc(store: Arc<Store>) -> HarnessResult<(u16, JoinHandle<()
     let (port, listener) = bind().await?;
     let svc = Grpc(store);
     let server = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(svc.clone()))
-        .add_service(LogsServiceServer::new(svc.clone()))
-        .add_service(MetricsServiceServer::new(svc))
+        .add_service(TraceServiceServer::new(svc.clone()).accept_compressed(CompressionEncoding::Gzip))
+        .add_service(LogsServiceServer::new(svc.clone()).accept_compressed(CompressionEncoding::Gzip))
+        .add_service(MetricsServiceServer::new(svc).accept_compressed(CompressionEncoding::Gzip))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     let task = tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -122,14 +124,36 @@ fn protobuf(body: Vec<u8>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/x-protobuf")], body)
 }
 
-async fn traces(State(store): State<Arc<Store>>, body: Bytes) -> Result<impl IntoResponse, StatusCode> {
-    let request = ExportTraceServiceRequest::decode(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+/// The request body, gunzipped when `Content-Encoding: gzip`.
+fn unpacked(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, StatusCode> {
+    if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip")) {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+        Ok(out)
+    } else {
+        Ok(body.to_vec())
+    }
+}
+
+async fn traces(
+    State(store): State<Arc<Store>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, StatusCode> {
+    let request =
+        ExportTraceServiceRequest::decode(&unpacked(&headers, &body)?[..]).map_err(|_| StatusCode::BAD_REQUEST)?;
     record_traces(&store, &request, |c| c.http_requests += 1);
     Ok(protobuf(ExportTraceServiceResponse::default().encode_to_vec()))
 }
 
-async fn logs(State(store): State<Arc<Store>>, body: Bytes) -> Result<impl IntoResponse, StatusCode> {
-    let request = ExportLogsServiceRequest::decode(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+async fn logs(
+    State(store): State<Arc<Store>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, StatusCode> {
+    let request =
+        ExportLogsServiceRequest::decode(&unpacked(&headers, &body)?[..]).map_err(|_| StatusCode::BAD_REQUEST)?;
     let logs = decode::logs(&request);
     store.update(|c| {
         c.http_requests += 1;
@@ -138,8 +162,13 @@ async fn logs(State(store): State<Arc<Store>>, body: Bytes) -> Result<impl IntoR
     Ok(protobuf(ExportLogsServiceResponse::default().encode_to_vec()))
 }
 
-async fn metrics(State(store): State<Arc<Store>>, body: Bytes) -> Result<impl IntoResponse, StatusCode> {
-    let request = ExportMetricsServiceRequest::decode(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+async fn metrics(
+    State(store): State<Arc<Store>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, StatusCode> {
+    let request =
+        ExportMetricsServiceRequest::decode(&unpacked(&headers, &body)?[..]).map_err(|_| StatusCode::BAD_REQUEST)?;
     let metrics = decode::metrics(&request);
     store.update(|c| {
         c.http_requests += 1;

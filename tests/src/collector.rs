@@ -1,0 +1,158 @@
+//! The real OpenTelemetry Collector: the binary `scripts/build-collector.sh` builds from
+//! `otel/builder.yaml` (the compose image's release), and [`rewrite`], the one place that
+//! turns the project's `otel/collector.yaml` into a config for this machine.
+//!
+//! **The rewrite, all of it**: listen addresses (OTLP gRPC and HTTP, the syslog receiver,
+//! the health check, the Prometheus exporter, the collector's own metrics) to free
+//! loopback ports; the Tempo and Loki endpoints to what stands in for them; the
+//! file-storage directory to a temp dir. Everything else is the file as compose mounts it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml::Value;
+
+use crate::repo_file;
+
+/// The collector binary, built (or found built) by `scripts/build-collector.sh`; `None`
+/// where Go is missing (the tests print "skipped").
+pub fn binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("OTELCOL_BIN").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let out = Command::new("bash").arg(repo_file("scripts/build-collector.sh")).output().ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !path.is_empty()).then(|| repo_file(&path))
+}
+
+/// Where the rewritten config listens and sends.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// OTLP/gRPC receiver port.
+    pub otlp_grpc: u16,
+    /// OTLP/HTTP receiver port.
+    pub otlp_http: u16,
+    /// The syslog (UDP) receiver's port.
+    pub syslog: u16,
+    /// The health check extension's port (`/ready`).
+    pub health: u16,
+    /// The Prometheus exporter's port.
+    pub prometheus: u16,
+    /// The collector's own metrics.
+    pub telemetry: u16,
+    /// Tempo's OTLP/gRPC `host:port`.
+    pub tempo: String,
+    /// Loki's OTLP base URL (the exporter appends `/v1/logs`).
+    pub loki: String,
+    /// The file-storage directory.
+    pub queue_dir: PathBuf,
+}
+
+/// `otel/collector.yaml` with the listed keys rewritten (see the module docs).
+pub fn rewrite(config: &str, e: &Endpoints) -> Result<String, String> {
+    let mut c: Value = serde_yaml::from_str(config).map_err(|err| err.to_string())?;
+    let local = |port: u16| Value::from(format!("127.0.0.1:{port}"));
+    let set = |c: &mut Value, path: &[&str], value: Value| -> Result<(), String> {
+        let mut node = &mut *c;
+        for key in path {
+            node = node.get_mut(*key).ok_or_else(|| format!("no {} in the config", path.join(".")))?;
+        }
+        *node = value;
+        Ok(())
+    };
+    set(&mut c, &["receivers", "otlp", "protocols", "grpc", "endpoint"], local(e.otlp_grpc))?;
+    set(&mut c, &["receivers", "otlp", "protocols", "http", "endpoint"], local(e.otlp_http))?;
+    set(&mut c, &["receivers", "udp_log/nats", "listen_address"], local(e.syslog))?;
+    set(&mut c, &["extensions", "health_check", "endpoint"], local(e.health))?;
+    set(&mut c, &["extensions", "file_storage/queue", "directory"], Value::from(e.queue_dir.display().to_string()))?;
+    set(&mut c, &["exporters", "otlp_grpc/tempo", "endpoint"], Value::from(e.tempo.clone()))?;
+    set(&mut c, &["exporters", "otlp_http/loki", "endpoint"], Value::from(e.loki.clone()))?;
+    set(&mut c, &["exporters", "prometheus", "endpoint"], local(e.prometheus))?;
+    let reader = c
+        .get_mut("service")
+        .and_then(|s| s.get_mut("telemetry"))
+        .and_then(|t| t.get_mut("metrics"))
+        .and_then(|m| m.get_mut("readers"))
+        .and_then(|r| r.get_mut(0))
+        .ok_or("no service.telemetry.metrics.readers[0]")?;
+    set(reader, &["pull", "exporter", "prometheus", "host"], Value::from("127.0.0.1"))?;
+    set(reader, &["pull", "exporter", "prometheus", "port"], Value::from(e.telemetry))?;
+    serde_yaml::to_string(&c).map_err(|err| err.to_string())
+}
+
+/// `otelcol validate` of a config file: the collector's own verdict (every component
+/// known, every setting accepted), without starting it.
+pub fn validate(binary: &Path, config: &Path) -> Result<(), String> {
+    let out = Command::new(binary)
+        .arg("validate")
+        .arg(format!("--config={}", config.display()))
+        .env("TAIL_SAMPLING_PERCENTAGE", "100")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every leaf of a YAML document as `path = value`.
+    fn leaves(value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    leaves(v, &format!("{path}.{}", k.as_str().unwrap_or_default()), out);
+                }
+            }
+            Value::Sequence(seq) => {
+                for (i, v) in seq.iter().enumerate() {
+                    leaves(v, &format!("{path}[{i}]"), out);
+                }
+            }
+            other => out.push(format!("{path} = {}", serde_yaml::to_string(other).unwrap_or_default().trim())),
+        }
+    }
+
+    #[test]
+    fn only_addresses_endpoints_and_the_queue_directory_change() {
+        let original = std::fs::read_to_string(repo_file("otel/collector.yaml")).expect("collector.yaml");
+        let endpoints = Endpoints {
+            otlp_grpc: 1,
+            otlp_http: 2,
+            syslog: 3,
+            health: 4,
+            prometheus: 5,
+            telemetry: 6,
+            tempo: "127.0.0.1:7".into(),
+            loki: "http://127.0.0.1:8/otlp".into(),
+            queue_dir: PathBuf::from("/tmp/q"),
+        };
+        let rewritten = rewrite(&original, &endpoints).expect("rewrite");
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        leaves(&serde_yaml::from_str(&original).expect("yaml"), "", &mut before);
+        leaves(&serde_yaml::from_str(&rewritten).expect("yaml"), "", &mut after);
+        let changed: Vec<&String> = after.iter().filter(|l| !before.contains(l)).collect();
+        let expected = [
+            ".extensions.health_check.endpoint = 127.0.0.1:4",
+            ".extensions.file_storage/queue.directory = /tmp/q",
+            ".receivers.otlp.protocols.grpc.endpoint = 127.0.0.1:1",
+            ".receivers.otlp.protocols.http.endpoint = 127.0.0.1:2",
+            ".receivers.udp_log/nats.listen_address = 127.0.0.1:3",
+            ".exporters.otlp_grpc/tempo.endpoint = 127.0.0.1:7",
+            ".exporters.prometheus.endpoint = 127.0.0.1:5",
+            ".exporters.otlp_http/loki.endpoint = http://127.0.0.1:8/otlp",
+            ".service.telemetry.metrics.readers[0].pull.exporter.prometheus.host = 127.0.0.1",
+            ".service.telemetry.metrics.readers[0].pull.exporter.prometheus.port = 6",
+        ];
+        let mut changed: Vec<&str> = changed.iter().map(|s| s.as_str()).collect();
+        let mut expected = expected.to_vec();
+        changed.sort();
+        expected.sort();
+        assert_eq!(changed, expected);
+        assert_eq!(before.len(), after.len(), "no key added or removed");
+    }
+}
