@@ -76,7 +76,7 @@ if [ ! -x "$keycloak/bin/kc.sh" ]; then
   command -v mvn >/dev/null 2>&1 || { say "installing Maven"; apt_install maven; }
   say "downloading Keycloak $KEYCLOAK_VERSION (org.keycloak:keycloak-quarkus-dist, ~160 MB)"
   download=$(mktemp -d)
-  mvn -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
+  mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
     -DoutputDirectory="$download"
   mkdir -p .tools && tar -xzf "$download/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C .tools
   rm -rf "$download"
