@@ -361,12 +361,12 @@ async fn chat_cli_logs_in_with_a_password_and_gets_through_the_callout() {
     assert_eq!(ok.code, Some(0), "{}\n{}", ok.stdout, ok.stderr);
     let refused = app
         .stack
-        .cli(&[&base[..], &["--password", "wrong", "send", "general", "hi"]].concat())
+        .cli(&[&base[..], &["--password", "bad-pw-7f3c", "send", "general", "hi"]].concat())
         .await
         .expect("chat-cli");
     assert_eq!(refused.code.expect("exit code"), 3, "{}", refused.stderr);
-    assert!(refused.stderr.contains("Keycloak answered 401"), "{}", refused.stderr);
-    assert!(!refused.stderr.contains("wrong"), "the password is never echoed");
+    assert!(refused.stderr.contains("Keycloak refused the login of alice (401"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains("bad-pw-7f3c"), "the password is never echoed");
 }
 
 /// nats.conf turns on message tracing for CHAT, and NATS 2.12 then stores `traceparent`
