@@ -12,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
         if let Ok((room, user)) = chat_protocol::parse_message_subject(text) {
             assert_eq!(chat_protocol::message_subject(room, user).as_deref(), Ok(text));
         }
-        let _ = chat_protocol::parse_history_subject(text);
-        let _ = chat_protocol::is_chat_inbox(text);
+        if let Ok((room, user)) = chat_protocol::parse_history_subject(text) {
+            assert_eq!(chat_protocol::history_subject(room, user).as_deref(), Ok(text));
+            assert_eq!(chat_protocol::history_requester(text), Some(user));
+        }
+        if let Some(user) = chat_protocol::chat_inbox_user(text) {
+            assert!(text.starts_with(&chat_protocol::chat_inbox_prefix(user)));
+        }
     }
 });
