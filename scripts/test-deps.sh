@@ -76,8 +76,9 @@ if [ ! -x "$keycloak/bin/kc.sh" ]; then
   command -v mvn >/dev/null 2>&1 || { say "installing Maven"; apt_install maven; }
   say "downloading Keycloak $KEYCLOAK_VERSION (org.keycloak:keycloak-quarkus-dist, ~160 MB)"
   download=$(mktemp -d)
+  # Maven's quiet mode still prints colour codes: its output is shown only on failure.
   mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
-    -DoutputDirectory="$download"
+    -DoutputDirectory="$download" > "$download/mvn.log" 2>&1 || { cat "$download/mvn.log" >&2; exit 1; }
   mkdir -p .tools && tar -xzf "$download/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C .tools
   rm -rf "$download"
 fi
