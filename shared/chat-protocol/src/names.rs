@@ -31,9 +31,17 @@ pub fn message_subject(room: &str, user: &str) -> Result<String, InvalidName> {
 
 /// `(room, user)` of a `chat.msg.<room>.<user>` subject, both validated.
 pub fn parse_message_subject(subject: &str) -> Result<(&str, &str), InvalidName> {
-    let shape = InvalidName::Subject { template: crate::MESSAGE_TEMPLATE };
-    let rest = subject.strip_prefix("chat.msg.").ok_or(shape.clone())?;
-    let (room, user) = rest.split_once('.').ok_or(shape)?;
+    room_and_user(subject, "chat.msg.", crate::MESSAGE_TEMPLATE)
+}
+
+/// `(room, user)` of `<prefix><room>.<user>`, both validated (`template` names the shape).
+fn room_and_user<'a>(
+    subject: &'a str,
+    prefix: &str,
+    template: &'static str,
+) -> Result<(&'a str, &'a str), InvalidName> {
+    let shape = InvalidName::Subject { template };
+    let (room, user) = subject.strip_prefix(prefix).and_then(|rest| rest.split_once('.')).ok_or(shape)?;
     Ok((validate_name("room", room)?, validate_name("user", user)?))
 }
 
@@ -45,10 +53,7 @@ pub fn history_subject(room: &str, user: &str) -> Result<String, InvalidName> {
 
 /// `(room, user)` of a `chat.history.<room>.<user>` subject, both validated.
 pub fn parse_history_subject(subject: &str) -> Result<(&str, &str), InvalidName> {
-    let shape = InvalidName::Subject { template: crate::HISTORY_TEMPLATE };
-    let rest = subject.strip_prefix("chat.history.").ok_or(shape.clone())?;
-    let (room, user) = rest.split_once('.').ok_or(shape)?;
-    Ok((validate_name("room", room)?, validate_name("user", user)?))
+    room_and_user(subject, "chat.history.", crate::HISTORY_TEMPLATE)
 }
 
 /// The requester of a `chat.history.<room>.<user>` subject (its last token, validated),

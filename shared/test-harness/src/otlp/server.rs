@@ -124,16 +124,18 @@ fn protobuf(body: Vec<u8>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/x-protobuf")], body)
 }
 
-/// The request body, gunzipped when `Content-Encoding: gzip`.
-fn unpacked(headers: &HeaderMap, body: &Bytes) -> Result<Vec<u8>, StatusCode> {
-    if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip")) {
+/// The export request of an OTLP/HTTP body, gunzipped first when `Content-Encoding: gzip`.
+fn request<T: prost::Message + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, StatusCode> {
+    let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let decoded = if gzip {
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
             .map_err(|_| StatusCode::BAD_REQUEST)?;
-        Ok(out)
+        T::decode(&out[..])
     } else {
-        Ok(body.to_vec())
-    }
+        T::decode(&body[..])
+    };
+    decoded.map_err(|_| StatusCode::BAD_REQUEST)
 }
 
 async fn traces(
@@ -141,8 +143,7 @@ async fn traces(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
-    let request =
-        ExportTraceServiceRequest::decode(&unpacked(&headers, &body)?[..]).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let request: ExportTraceServiceRequest = request(&headers, &body)?;
     record_traces(&store, &request, |c| c.http_requests += 1);
     Ok(protobuf(ExportTraceServiceResponse::default().encode_to_vec()))
 }
@@ -152,8 +153,7 @@ async fn logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
-    let request =
-        ExportLogsServiceRequest::decode(&unpacked(&headers, &body)?[..]).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let request: ExportLogsServiceRequest = request(&headers, &body)?;
     let logs = decode::logs(&request);
     store.update(|c| {
         c.http_requests += 1;
@@ -167,8 +167,7 @@ async fn metrics(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
-    let request =
-        ExportMetricsServiceRequest::decode(&unpacked(&headers, &body)?[..]).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let request: ExportMetricsServiceRequest = request(&headers, &body)?;
     let metrics = decode::metrics(&request);
     store.update(|c| {
         c.http_requests += 1;
