@@ -52,15 +52,18 @@ keys:
 	@CARGO="$(CARGO)" bash scripts/keys.sh
 
 ## demo: traffic through the stack (alice): plain messages, a retry, a slow one, a poison one, history.
-## Demo faults are honoured only meanwhile: the worker restarts with DEMO_FAULTS=true and back without.
+## Demo faults are honoured only meanwhile: the worker restarts with DEMO_FAULTS=true and back
+## without, also when the demo fails or is interrupted. chat-cli runs with --no-deps: without it
+## compose would see persist-worker's changed configuration and recreate it, faults off, first.
+DEMO_RUN = $(COMPOSE) --profile demo run --rm --no-deps chat-cli
 demo: .env
 	DEMO_FAULTS=true $(COMPOSE) up -d --wait persist-worker
-	$(COMPOSE) --profile demo run --rm chat-cli load --rate 5 --duration 60s --rooms general,random --fail-once 0.05 --slow 0.02 --poison 0.02
-	$(COMPOSE) --profile demo run --rm chat-cli send general "this one fails once" --fault fail-once
-	$(COMPOSE) --profile demo run --rm chat-cli send general "this one is slow" --fault slow
-	$(COMPOSE) --profile demo run --rm chat-cli send general "this one is poison" --fault poison
-	$(COMPOSE) --profile demo run --rm chat-cli history general --limit 10
-	$(COMPOSE) up -d --wait persist-worker
+	@trap 'echo "demo faults off again:"; $(COMPOSE) up -d --wait persist-worker' EXIT; set -ex; \
+	$(DEMO_RUN) load --rate 5 --duration 60s --rooms general,random --fail-once 0.05 --slow 0.02 --poison 0.02; \
+	$(DEMO_RUN) send general "this one fails once" --fault fail-once; \
+	$(DEMO_RUN) send general "this one is slow" --fault slow; \
+	$(DEMO_RUN) send general "this one is poison" --fault poison; \
+	$(DEMO_RUN) history general --limit 10
 
 # Host ports, overridable in .env (see README "Ports").
 urls:

@@ -184,15 +184,30 @@ fn postgres_is_healthy_only_when_it_accepts_tcp() {
     );
 }
 
-/// Demo faults let any chat user make the worker fail or crash: off in `make up`.
+/// Demo faults let any chat user make the worker fail or crash: off in `make up`, on for
+/// `make demo`'s own traffic, off again after it (also when it fails). Every chat-cli run
+/// is `--no-deps`: chat-cli depends on persist-worker, and compose recreates a dependency
+/// whose configuration hash changed (DEMO_FAULTS is only set on the first line), which
+/// once turned the faults off before the load started (issue 20).
 #[test]
 fn demo_faults_are_off_unless_make_demo_turns_them_on() {
     let env = &compose()["services"]["persist-worker"]["environment"];
     assert_eq!(env["DEMO_FAULTS"], "${DEMO_FAULTS:-false}");
     let makefile = std::fs::read_to_string(repo_file("Makefile")).expect("Makefile");
+    let run = makefile.lines().find_map(|l| l.strip_prefix("DEMO_RUN = ")).expect("DEMO_RUN");
+    assert!(run.contains("run --rm --no-deps chat-cli"), "{run}");
     let demo = makefile.split("\ndemo:").nth(1).expect("a demo target").split("\n\n").next().unwrap_or_default();
-    assert!(demo.contains("DEMO_FAULTS=true $(COMPOSE) up -d --wait persist-worker"), "{demo}");
-    assert!(demo.trim_end().ends_with("$(COMPOSE) up -d --wait persist-worker"), "faults off again after the demo");
+    let lines: Vec<&str> = demo.lines().skip(1).map(str::trim).collect();
+    assert_eq!(lines.first().copied(), Some("DEMO_FAULTS=true $(COMPOSE) up -d --wait persist-worker"), "{demo}");
+    let restore = lines.get(1).and_then(|l| l.strip_prefix("@trap '")).expect("a trap restoring the worker");
+    let restore = restore.split("' EXIT").next().unwrap_or_default();
+    assert!(restore.ends_with("$(COMPOSE) up -d --wait persist-worker") && !restore.contains("DEMO_FAULTS"), "{restore}");
+    let compose_lines: Vec<&&str> = lines.iter().skip(2).filter(|l| l.contains("COMPOSE") || l.contains("chat-cli")).collect();
+    assert!(compose_lines.is_empty(), "chat-cli only through DEMO_RUN: {compose_lines:?}");
+    let runs = lines.iter().filter(|l| l.starts_with("$(DEMO_RUN) ")).count();
+    assert_eq!(runs, 5, "load, three faults, history: {demo}");
+    let services = &compose()["services"]["chat-cli"]["depends_on"];
+    assert!(services.get("persist-worker").is_some(), "why --no-deps matters: chat-cli depends on persist-worker");
 }
 
 /// One release build for all images, and our images are never pulled.
