@@ -4,12 +4,14 @@
 #     release) into the project-local .tools/py, never system-wide;
 #   - PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql package, via apt-get
 #     when running as root);
-#   - docker-compose and promtool, used only to check the compose stack's configs;
+#   - docker-compose, used only to check the compose stack's configs;
 #   - the vendors' published schemas (@keycloak/keycloak-admin-client, @grafana/schema)
 #     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20);
 #   - cargo-fuzz (from crates.io) for the short fuzz run of make test;
 #   - Keycloak 26.4.0 (Maven Central's distribution, with Maven) for the real logins;
 #   - the OpenTelemetry Collector 0.159.0, built from its Go modules (otel/builder.yaml);
+#   - Prometheus and promtool 3.14.0, built from the Go module (no Debian prometheus: its
+#     2.42 is not the image's, and its system service would hold :9090 that make up needs);
 #   - the patched crates the workspace builds with (scripts/patch-crates.sh, patches/).
 # Safe to run repeatedly; it only installs what is missing.
 set -euo pipefail
@@ -52,7 +54,6 @@ say "postgres: ${TEST_DATABASE_URL:-${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/
 
 # Static checkers for the compose stack's configs
 command -v docker-compose >/dev/null 2>&1 || { say "installing docker-compose (config checks only)"; apt_install docker-compose; }
-command -v promtool >/dev/null 2>&1 || { say "installing prometheus (for promtool)"; apt_install prometheus; }
 # cargo-fuzz for the short fuzz run (`make fuzz`; the targets build with RUSTC_BOOTSTRAP=1)
 if ! cargo fuzz --version >/dev/null 2>&1; then
   say "installing cargo-fuzz"
@@ -88,8 +89,10 @@ say "keycloak: $keycloak ($(java -version 2>&1 | head -n 1))"
 # once with the Collector Builder from the Go module proxy (tests/tests/collector.rs).
 if command -v go >/dev/null 2>&1; then
   say "collector: $(bash scripts/build-collector.sh)"
+  say "prometheus, promtool: $(bash scripts/build-prometheus.sh)"
 else
-  say "no Go here: the real-collector tests will print 'skipped'"
+  say "no Go here: install Go 1.26 (the collector, Prometheus and promtool are built with it)"
+  exit 1
 fi
 
 # The workspace's patched dependencies (Cargo.toml [patch.crates-io] -> .tools/patched)

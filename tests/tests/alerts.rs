@@ -1,10 +1,8 @@
 //! The alert rules: promtool's unit tests pass, every alert has a case that fires it and
 //! one that must stay quiet, and the compose Prometheus loads the file the tests test.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
-
 use stack_checks::{repo_file, yaml};
+use std::collections::{BTreeMap, BTreeSet};
 
 const RULE_TESTS: &str = "prometheus/rules/alerts.test.yml";
 
@@ -15,13 +13,27 @@ fn alert_names() -> BTreeSet<String> {
 
 #[test]
 fn promtool_unit_tests_of_every_rule_pass() {
-    let out = Command::new("promtool")
+    let out = stack_checks::prometheus::promtool()
         .args(["test", "rules"])
         .arg(repo_file(RULE_TESTS))
         .output()
-        .expect("promtool (scripts/test-deps.sh installs Debian's prometheus package)");
+        .expect("promtool (scripts/build-prometheus.sh)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+}
+
+/// The rules are tested by the promtool of the Prometheus compose runs, not Debian's 2.42.
+#[test]
+fn promtool_and_prometheus_are_the_compose_image_release() {
+    let release = stack_checks::prometheus::release();
+    let compose = std::fs::read_to_string(repo_file("docker-compose.yml")).expect("compose");
+    assert!(compose.contains(&format!("image: prom/prometheus:v{release}\n")), "compose pins v{release}");
+    let dir = stack_checks::prometheus::tools_dir().expect("built");
+    for tool in ["promtool", "prometheus"] {
+        let out = std::process::Command::new(dir.join(tool)).arg("--version").output().expect(tool);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.starts_with(&format!("{tool}, version {release} ")), "{text}");
+    }
 }
 
 #[test]

@@ -111,11 +111,11 @@ fn nats_server_accepts_each_nodes_config_with_the_environment_compose_gives_it()
 
 #[test]
 fn promtool_accepts_the_cluster_prometheus_config_with_the_same_rules() {
-    let out = Command::new("promtool")
+    let out = stack_checks::prometheus::promtool()
         .args(["check", "config"])
         .arg(repo_file("prometheus/prometheus.cluster.yml"))
         .output()
-        .expect("promtool (scripts/test-deps.sh installs Debian's prometheus package)");
+        .expect("promtool (scripts/build-prometheus.sh)");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let (single, cluster) = (yaml("prometheus/prometheus.yml"), yaml("prometheus/prometheus.cluster.yml"));
     assert_eq!(single["rule_files"], cluster["rule_files"]);

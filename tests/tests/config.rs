@@ -67,11 +67,11 @@ fn nats_server_accepts_the_project_config() {
 
 #[test]
 fn promtool_accepts_the_prometheus_config() {
-    let out = Command::new("promtool")
+    let out = stack_checks::prometheus::promtool()
         .args(["check", "config"])
         .arg(repo_file("prometheus/prometheus.yml"))
         .output()
-        .expect("promtool (scripts/test-deps.sh installs Debian's prometheus package)");
+        .expect("promtool (scripts/build-prometheus.sh)");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
@@ -201,8 +201,12 @@ fn demo_faults_are_off_unless_make_demo_turns_them_on() {
     assert_eq!(lines.first().copied(), Some("DEMO_FAULTS=true $(COMPOSE) up -d --wait persist-worker"), "{demo}");
     let restore = lines.get(1).and_then(|l| l.strip_prefix("@trap '")).expect("a trap restoring the worker");
     let restore = restore.split("' EXIT").next().unwrap_or_default();
-    assert!(restore.ends_with("$(COMPOSE) up -d --wait persist-worker") && !restore.contains("DEMO_FAULTS"), "{restore}");
-    let compose_lines: Vec<&&str> = lines.iter().skip(2).filter(|l| l.contains("COMPOSE") || l.contains("chat-cli")).collect();
+    assert!(
+        restore.ends_with("$(COMPOSE) up -d --wait persist-worker") && !restore.contains("DEMO_FAULTS"),
+        "{restore}"
+    );
+    let compose_lines: Vec<&&str> =
+        lines.iter().skip(2).filter(|l| l.contains("COMPOSE") || l.contains("chat-cli")).collect();
     assert!(compose_lines.is_empty(), "chat-cli only through DEMO_RUN: {compose_lines:?}");
     let runs = lines.iter().filter(|l| l.starts_with("$(DEMO_RUN) ")).count();
     assert_eq!(runs, 5, "load, three faults, history: {demo}");
