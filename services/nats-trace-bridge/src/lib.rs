@@ -1,4 +1,6 @@
-//! nats-trace-bridge: shows the NATS server hop inside each trace.
+//! nats-trace-bridge: speaks for nats-server, which has no OpenTelemetry of its own. It
+//! shows the NATS server hop inside each trace, and JetStream's figures as the server
+//! sees them (module `jetstream`: consumer lag, stream sizes).
 //!
 //! With `msg_trace` on the `CHAT` account, a publish whose `traceparent` is sampled makes
 //! nats-server 2.11+ publish a JSON trace event to `nats.trace.events`: the ingress (`in`),
@@ -16,10 +18,11 @@
 //! task inside another service could only do with a second tracer provider, and it logs in
 //! as its own NATS user (`tracer`), so no service gains rights it does not need.
 //!
-//! Layout: `config`, `event` (decoding and span building).
+//! Layout: `config`, `event` (decoding and span building), `jetstream` (the gauges).
 
 mod config;
 mod event;
+pub mod jetstream;
 
 pub use config::Config;
 
@@ -57,6 +60,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         config.health.health_addr,
         |health| health,
         |client| async move {
+            let gauges = (!config.monitor_url.is_empty()).then(|| tokio::spawn(jetstream::observe(config.monitor_url)));
             // A queue group: replicas share the events instead of duplicating spans.
             let events = client.queue_subscribe(TRACE_SUBJECT, "nats-trace-bridge".to_owned()).await?;
             tracing::info!(subject = TRACE_SUBJECT, "bridging trace events");
@@ -68,6 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                     async {}
                 })
                 .await;
+            gauges.inspect(tokio::task::JoinHandle::abort);
             Ok(())
         },
     )

@@ -209,3 +209,68 @@ async fn unsampled_hostile_and_garbage_events_make_no_span_and_break_nothing() {
     assert_eq!(nats_spans[0].trace_id, marker);
     assert_eq!(app.bridge.readyz().await, Some(200));
 }
+
+/// The latest value of gauge `name` of service nats-server with these attributes.
+fn server_gauge(c: &test_harness::otlp::Captured, name: &str, attrs: &[(&str, &str)]) -> Option<f64> {
+    c.metrics.iter().rev().filter(|m| m.name == name && m.service_name == "nats-server").find_map(|m| {
+        m.points.iter().find_map(|p| {
+            let matches = attrs.iter().all(|(k, v)| p.attributes.str(k) == Some(*v));
+            match (matches, &p.value) {
+                (true, test_harness::model::MetricValue::Gauge(v)) => Some(*v),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// Issue 20: the lag was the worker's own gauge, so it read 0 while the worker was down
+/// and 1,500 messages waited. The bridge reads it from the server: with no worker
+/// running, the messages sent show as pending; a worker started drains them to 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_consumer_lag_is_seen_from_the_server_while_no_worker_runs() {
+    let stack = ChatStack::start_secured().await.expect("stack");
+    stack.set_up_streams(&[]).await.expect("streams and consumer, no worker");
+    let admin = stack.admin().await.expect("test admin");
+    let js = async_nats::jetstream::new(admin);
+    const SENT: u64 = 150;
+    for i in 0..SENT {
+        let body = format!(r#"{{"room":"general","user":"alice","text":"waiting {i}"}}"#);
+        js.publish("chat.msg.general.alice", body.into()).await.expect("publish").await.expect("stored");
+    }
+    // The harness gives the bridge NATS_MONITOR_URL, as compose does.
+    let _bridge =
+        stack.spawn_service("nats-trace-bridge", &[("OTEL_SERVICE_NAME", "nats-server")]).await.expect("bridge");
+    let consumer = [("stream", STREAM), ("consumer", chat_protocol::CONSUMER)];
+    let pending = stack
+        .otlp
+        .wait_for(WAIT, "the pending messages, with no worker", |c| {
+            server_gauge(c, "nats.consumer.pending", &consumer).filter(|v| *v > 0.0)
+        })
+        .await
+        .expect("nats.consumer.pending from the server");
+    assert_eq!(pending, SENT as f64, "every message sent waits for the worker");
+    let c = stack.otlp.captured();
+    assert_eq!(server_gauge(&c, "nats.stream.messages", &[("stream", STREAM)]), Some(SENT as f64));
+    assert_eq!(server_gauge(&c, "nats.stream.messages", &[("stream", DLQ_STREAM)]), Some(0.0));
+    assert_eq!(server_gauge(&c, "nats.consumer.ack_pending", &consumer), Some(0.0));
+
+    let _worker = stack.spawn_service("persist-worker", &[]).await.expect("worker");
+    stack
+        .otlp
+        .wait_for(Duration::from_secs(60), "the lag back at 0 once a worker runs", |c| {
+            let drained = server_gauge(c, "nats.consumer.pending", &consumer) == Some(0.0)
+                && server_gauge(c, "nats.consumer.ack_pending", &consumer) == Some(0.0);
+            drained.then_some(())
+        })
+        .await
+        .expect("drained");
+    let worker_gauges: Vec<_> = stack
+        .otlp
+        .captured()
+        .metrics
+        .iter()
+        .filter(|m| m.service_name == "persist-worker" && m.name.starts_with("nats.consumer"))
+        .map(|m| m.name.clone())
+        .collect();
+    assert!(worker_gauges.is_empty(), "one source of the lag, the server: {worker_gauges:?}");
+}

@@ -14,8 +14,8 @@
 //! - `worker`: pulls batches, bounds batches in flight, heals a vanished consumer, drains
 //!   on shutdown.
 //! - `metrics`: the counters and histogram of DESIGN.md 5.4.
-//! - `lag`: consumer pending / ack-pending and dead letters kept, as gauges; records the
-//!   consumer's ack floor, where a consumer created again starts (`setup`).
+//! - `position`: records the consumer's ack floor, where a consumer created again starts
+//!   (`setup`). The lag gauges are nats-trace-bridge's: they must outlive the worker.
 //!
 //! What happens to a message (the table in `fate`):
 //! - valid: inserted (idempotent on stream identity + sequence, and on user +
@@ -35,8 +35,8 @@ mod batch;
 mod dead_letter;
 mod delivery;
 mod fate;
-mod lag;
 mod metrics;
+mod position;
 mod setup;
 mod store;
 mod worker;
@@ -145,10 +145,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
         let processor = batch::Processor::new(jetstream.clone(), store.clone(), Arc::clone(&config), spans.clone());
         tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "pulling");
-        let lag = tokio::spawn(lag::observe(jetstream.clone(), store.clone()));
+        let position = tokio::spawn(position::record(jetstream.clone(), store.clone()));
         let puller = worker::Puller { js: &jetstream, config: &config, spans: &spans, pulling };
         worker::run(puller, processor, shutdown).await;
-        lag.abort();
+        position.abort();
         Ok(())
     })
     .await

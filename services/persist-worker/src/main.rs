@@ -17,7 +17,9 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Healthcheck) => telemetry::healthcheck(cli.config.health.health_addr).await,
         Some(Command::Setup) => {
-            telemetry::run_service(telemetry::service_info!(), |_shutdown| persist_worker::set_up(cli.config)).await
+            // A one-shot step: no process metrics (it would look like a service gone).
+            let info = telemetry::ServiceInfo { process_metrics: false, ..telemetry::service_info!() };
+            telemetry::run_service(info, |_shutdown| persist_worker::set_up(cli.config)).await
         }
         None => {
             telemetry::run_service(telemetry::service_info!(), |shutdown| persist_worker::run(cli.config, shutdown))

@@ -19,7 +19,7 @@
 //!
 //! Where a new consumer starts: an existing consumer keeps its position. A consumer
 //! created again (it vanished: deleted, or its store was lost) starts just after the
-//! last ack floor the worker recorded for this stream (`lag` records it every read), so
+//! last ack floor the worker recorded for this stream (`position` records it every 10 s), so
 //! it does not replay the stream from its start; with no recorded floor it starts at the
 //! first message.
 

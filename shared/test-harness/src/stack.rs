@@ -225,7 +225,8 @@ impl ChatStack {
     }
 
     /// A command for workspace binary `bin`, exporting to the receiver as `bin`, with
-    /// `NATS_URL`, `DATABASE_URL` and a free `HEALTH_ADDR`.
+    /// `NATS_URL`, `DATABASE_URL` and a free `HEALTH_ADDR` (nats-trace-bridge: and
+    /// `NATS_MONITOR_URL`).
     pub fn service_command(&self, bin: &str, health_port: u16) -> Command {
         let mut cmd = Command::new(cargo_bin(bin));
         cmd.envs(self.otlp.env())
@@ -235,6 +236,12 @@ impl ChatStack {
             .env("NATS_URL", self.nats_url())
             .env("DATABASE_URL", &self.db.url)
             .env("HEALTH_ADDR", format!("127.0.0.1:{health_port}"));
+        if bin == "nats-trace-bridge" {
+            // As compose: the JetStream gauges from every node's monitoring endpoint.
+            let nodes = std::iter::once(&self.nats).chain(&self.other_nodes);
+            let urls: Vec<String> = nodes.map(|n| format!("http://127.0.0.1:{}", n.monitor_port())).collect();
+            cmd.env("NATS_MONITOR_URL", urls.join(","));
+        }
         if !self.secrets.is_empty() {
             let (user, password) = match bin {
                 "auth-service" => ("auth", "NATS_AUTH_PASSWORD"),

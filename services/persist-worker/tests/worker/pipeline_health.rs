@@ -93,31 +93,6 @@ async fn a_healthy_pipeline_drops_nothing_and_fails_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_lag_gauges_report_the_consumer_and_the_dead_letters_kept() {
-    let (app, _worker) = TestApp::spawn().await;
-    app.send("poison", &["--fault", "poison"]).await;
-    app.send("fine", &[]).await;
-    app.wait_rows(1, WAIT).await;
-    // Read every lag::INTERVAL (10 s): the second read at the latest sees the dead letter.
-    let gauge = |c: &Captured, name: &str| latest(c, name, None);
-    let (dead_letters, pending) = app
-        .stack
-        .otlp
-        .wait_for(WAIT, "the dead letter in nats.stream.messages", |c| {
-            let kept = gauge(c, "nats.stream.messages")?;
-            (kept >= 1.0).then(|| (kept, gauge(c, "nats.consumer.pending")))
-        })
-        .await
-        .expect("lag gauges");
-    assert_eq!(dead_letters, 1.0);
-    assert_eq!(pending, Some(0.0), "everything delivered");
-    let c = app.stack.otlp.captured();
-    let record = c.metrics.iter().rev().find(|m| m.name == "nats.consumer.ack_pending").expect("ack_pending");
-    let attrs = &record.points[0].attributes;
-    assert_eq!((attrs.str("stream"), attrs.str("consumer")), (Some("CHAT"), Some("persist-worker")));
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn the_first_dead_letter_of_a_fresh_stack_counts_from_zero() {
     let (app, _worker) = TestApp::spawn().await;
     let at = |c: &Captured, name: &str, attrs: &[(&str, &str)]| test_harness::otlp::latest_sum(&c.metrics, name, attrs);
