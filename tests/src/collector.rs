@@ -50,33 +50,85 @@ pub struct Endpoints {
 
 /// `otel/collector.yaml` with the listed keys rewritten (see the module docs).
 pub fn rewrite(config: &str, e: &Endpoints) -> Result<String, String> {
-    let mut c: Value = serde_yaml::from_str(config).map_err(|err| err.to_string())?;
     let local = |port: u16| Value::from(format!("127.0.0.1:{port}"));
-    let set = |c: &mut Value, path: &[&str], value: Value| -> Result<(), String> {
-        let mut node = &mut *c;
-        for key in path {
-            node = node.get_mut(*key).ok_or_else(|| format!("no {} in the config", path.join(".")))?;
+    let queue_dir = Value::from(e.queue_dir.display().to_string());
+    let mut changes = listeners(e);
+    changes.extend([
+        (&["receivers", "udp_log/nats", "listen_address"][..], local(e.syslog)),
+        (&["extensions", "file_storage/queue", "directory"][..], queue_dir),
+        (&["exporters", "otlp_grpc/tempo", "endpoint"][..], Value::from(e.tempo.clone())),
+        (&["exporters", "otlp_http/loki", "endpoint"][..], Value::from(e.loki.clone())),
+    ]);
+    set_all(config, &changes)
+}
+
+/// The cluster profile's `otel/agent.yaml` for this machine: like [`rewrite`], and its
+/// `load_balancing` exporter's DNS resolver (compose's `otel-gateway` name, one address
+/// per replica) becomes the static resolver of the same exporter listing `gateways`:
+/// loopback has no name resolving to two addresses.
+pub fn rewrite_agent(config: &str, e: &Endpoints, gateways: &[String]) -> Result<String, String> {
+    let local = |port: u16| Value::from(format!("127.0.0.1:{port}"));
+    let mut resolver = serde_yaml::Mapping::new();
+    let hostnames: Vec<Value> = gateways.iter().map(|g| Value::from(g.clone())).collect();
+    resolver.insert(
+        "static".into(),
+        Value::Mapping([("hostnames".into(), Value::Sequence(hostnames))].into_iter().collect()),
+    );
+    let mut changes = listeners(e);
+    changes.extend([
+        (&["receivers", "udp_log/nats", "listen_address"][..], local(e.syslog)),
+        (&["extensions", "file_storage/queue", "directory"][..], Value::from(e.queue_dir.display().to_string())),
+        (&["exporters", "load_balancing", "resolver"][..], Value::Mapping(resolver)),
+        (&["exporters", "otlp_http/loki", "endpoint"][..], Value::from(e.loki.clone())),
+    ]);
+    set_all(config, &changes)
+}
+
+/// The cluster profile's `otel/gateway.yaml` for this machine (OTLP/gRPC in only; no
+/// queue on disk).
+pub fn rewrite_gateway(config: &str, e: &Endpoints) -> Result<String, String> {
+    let mut changes: Vec<(&[&str], Value)> = listeners(e)
+        .into_iter()
+        .filter(|(path, _)| *path != ["receivers", "otlp", "protocols", "http", "endpoint"])
+        .collect();
+    changes.push((&["exporters", "otlp_grpc/tempo", "endpoint"][..], Value::from(e.tempo.clone())));
+    set_all(config, &changes)
+}
+
+/// The listen addresses every config has: OTLP, health check, Prometheus exporter, the
+/// collector's own metrics.
+fn listeners(e: &Endpoints) -> Vec<(&'static [&'static str], Value)> {
+    let local = |port: u16| Value::from(format!("127.0.0.1:{port}"));
+    const READER_HOST: &[&str] =
+        &["service", "telemetry", "metrics", "readers", "0", "pull", "exporter", "prometheus", "host"];
+    const READER_PORT: &[&str] =
+        &["service", "telemetry", "metrics", "readers", "0", "pull", "exporter", "prometheus", "port"];
+    vec![
+        (&["receivers", "otlp", "protocols", "grpc", "endpoint"][..], local(e.otlp_grpc)),
+        (&["receivers", "otlp", "protocols", "http", "endpoint"][..], local(e.otlp_http)),
+        (&["extensions", "health_check", "endpoint"][..], local(e.health)),
+        (&["exporters", "prometheus", "endpoint"][..], local(e.prometheus)),
+        (READER_HOST, Value::from("127.0.0.1")),
+        (READER_PORT, Value::from(e.telemetry)),
+    ]
+}
+
+/// `config` with the value at each path replaced (a path that does not exist is an
+/// error: a renamed key must not silently keep its compose value). A numeric segment
+/// indexes a sequence.
+fn set_all(config: &str, changes: &[(&[&str], Value)]) -> Result<String, String> {
+    let mut c: Value = serde_yaml::from_str(config).map_err(|err| err.to_string())?;
+    for (path, value) in changes {
+        let mut node = &mut c;
+        for key in *path {
+            let next = match key.parse::<usize>() {
+                Ok(index) => node.get_mut(index),
+                Err(_) => node.get_mut(*key),
+            };
+            node = next.ok_or_else(|| format!("no {} in the config", path.join(".")))?;
         }
-        *node = value;
-        Ok(())
-    };
-    set(&mut c, &["receivers", "otlp", "protocols", "grpc", "endpoint"], local(e.otlp_grpc))?;
-    set(&mut c, &["receivers", "otlp", "protocols", "http", "endpoint"], local(e.otlp_http))?;
-    set(&mut c, &["receivers", "udp_log/nats", "listen_address"], local(e.syslog))?;
-    set(&mut c, &["extensions", "health_check", "endpoint"], local(e.health))?;
-    set(&mut c, &["extensions", "file_storage/queue", "directory"], Value::from(e.queue_dir.display().to_string()))?;
-    set(&mut c, &["exporters", "otlp_grpc/tempo", "endpoint"], Value::from(e.tempo.clone()))?;
-    set(&mut c, &["exporters", "otlp_http/loki", "endpoint"], Value::from(e.loki.clone()))?;
-    set(&mut c, &["exporters", "prometheus", "endpoint"], local(e.prometheus))?;
-    let reader = c
-        .get_mut("service")
-        .and_then(|s| s.get_mut("telemetry"))
-        .and_then(|t| t.get_mut("metrics"))
-        .and_then(|m| m.get_mut("readers"))
-        .and_then(|r| r.get_mut(0))
-        .ok_or("no service.telemetry.metrics.readers[0]")?;
-    set(reader, &["pull", "exporter", "prometheus", "host"], Value::from("127.0.0.1"))?;
-    set(reader, &["pull", "exporter", "prometheus", "port"], Value::from(e.telemetry))?;
+        *node = value.clone();
+    }
     serde_yaml::to_string(&c).map_err(|err| err.to_string())
 }
 
