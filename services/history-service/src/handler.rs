@@ -24,6 +24,9 @@ pub(crate) struct Handler {
     duration: Histogram<f64>,
 }
 
+/// Every value of `history.requests`' `result` attribute.
+const RESULTS: [&str; 5] = ["ok", "bad_request", "error", "refused_reply_subject", "unreadable"];
+
 /// A request that cannot be answered with messages.
 #[derive(Debug)]
 struct Failure {
@@ -35,14 +38,20 @@ struct Failure {
 impl Handler {
     pub(crate) fn new(history: History, spans: Messaging) -> Self {
         let meter = global::meter("history-service");
+        let requests = meter
+            .u64_counter("history.requests")
+            .with_unit("{request}")
+            .with_description("History requests, by result")
+            .build();
+        // At 0 from start-up, so the first request of each result shows in rate() and
+        // increase() (a series created by its first event has no earlier sample).
+        for result in RESULTS {
+            requests.add(0, &[KeyValue::new("result", result)]);
+        }
         Self {
             history,
             spans,
-            requests: meter
-                .u64_counter("history.requests")
-                .with_unit("{request}")
-                .with_description("History requests, by result")
-                .build(),
+            requests,
             duration: meter
                 .f64_histogram("history.request.duration")
                 .with_unit("s")

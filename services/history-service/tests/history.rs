@@ -257,3 +257,20 @@ async fn a_history_too_large_for_one_reply_is_cut_to_the_newest_and_says_so() {
     let seqs: Vec<u64> = lines[1..].iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first");
 }
+
+/// Issue 20: `history.requests` appeared at its first request, so rate() and increase()
+/// missed that request and the history panels stayed empty. Every result is exported at 0
+/// before any request.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_counter_is_at_zero_for_every_result_before_any_request() {
+    let (stack, _worker, _history) = spawn().await;
+    let results = ["ok", "bad_request", "error", "refused_reply_subject", "unreadable"];
+    stack
+        .otlp
+        .wait_for(WAIT, "history.requests at 0 for every result", |c| {
+            let at_zero = |r: &str| latest_sum(&c.metrics, "history.requests", &[("result", r)]) == Some(0.0);
+            results.iter().all(|r| at_zero(r)).then_some(())
+        })
+        .await
+        .expect("every result at 0");
+}
