@@ -12,8 +12,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> ExitCode {
     let cli = chat_cli::Cli::parse();
     // stdout carries the results (and --json); log lines go to stderr.
-    let service =
-        telemetry::ServiceInfo { default_log_filter: "warn", log_to_stderr: true, ..telemetry::service_info!() };
+    let service = telemetry::ServiceInfo {
+        default_log_filter: "warn",
+        log_to_stderr: true,
+        process_metrics: false,
+        ..telemetry::service_info!()
+    };
     let guard = match telemetry::init(service) {
         Ok(guard) => guard,
         Err(error) => {

@@ -1,8 +1,13 @@
-//! Process CPU time and resident memory as OpenTelemetry metrics
-//! (`process.cpu.time`, `process.memory.usage`), read from `/proc/self` at each export.
+//! Process CPU time, resident memory and uptime as OpenTelemetry metrics
+//! (`process.cpu.time`, `process.memory.usage`, `process.uptime`), read at each export.
 //!
-//! Prometheus sees them as `process_cpu_time_seconds_total` and
-//! `process_memory_usage_bytes`. On systems without `/proc` nothing is reported.
+//! Prometheus sees them as `process_cpu_time_seconds_total`, `process_memory_usage_bytes`
+//! and `process_uptime_seconds`. The uptime is the liveness signal of `ServiceDown`: it
+//! advances at every export of a live process, and stops where the collector keeps the
+//! last value of one that is gone (CPU time may not advance a clock tick in minutes for
+//! an idle service). On systems without `/proc`, CPU time and memory are not reported.
+
+use std::time::Instant;
 
 use opentelemetry::global;
 
@@ -13,6 +18,13 @@ const USER_HZ: f64 = 100.0;
 /// Registers the observable instruments on the global meter provider.
 pub(crate) fn register() {
     let meter = global::meter("telemetry");
+    let started = Instant::now();
+    let _uptime = meter
+        .f64_observable_gauge("process.uptime")
+        .with_unit("s")
+        .with_description("Time since this process set up its telemetry")
+        .with_callback(move |observer| observer.observe(started.elapsed().as_secs_f64(), &[]))
+        .build();
     let _cpu = meter
         .f64_observable_counter("process.cpu.time")
         .with_unit("s")

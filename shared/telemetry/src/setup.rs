@@ -44,6 +44,10 @@ pub struct ServiceInfo {
     pub default_log_filter: &'static str,
     /// Log lines on stderr instead of stdout (a CLI keeps stdout for its results).
     pub log_to_stderr: bool,
+    /// Report the process's CPU time and memory (`process.*`): a long-running service
+    /// yes; a CLI run or a one-shot step no, or `ServiceDown` would read every ended run
+    /// as a service gone and the process panels would add up exited runs.
+    pub process_metrics: bool,
 }
 
 /// The calling crate's name and version as a [`ServiceInfo`] (logs at `info` on stdout).
@@ -55,6 +59,7 @@ macro_rules! service_info {
             version: env!("CARGO_PKG_VERSION"),
             default_log_filter: "info",
             log_to_stderr: false,
+            process_metrics: true,
         }
     };
 }
@@ -207,7 +212,9 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         };
         layers.push(Gate::new(bridge, allow).boxed());
         global::set_tracer_provider(providers.tracer.clone());
-        process_metrics::register();
+        if service.process_metrics {
+            process_metrics::register();
+        }
         sdk_health::register_sampling_ratio();
         crate::propagation::register_failures_at_zero();
         Some(providers)
