@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::json;
 use serde_yaml::Value;
 
 use crate::repo_file;
@@ -46,6 +47,25 @@ pub struct Endpoints {
     pub loki: String,
     /// The file-storage directory.
     pub queue_dir: PathBuf,
+}
+
+impl Endpoints {
+    /// Every listener on a free loopback port, sending to `tempo` (OTLP/gRPC `host:port`)
+    /// and `loki` (OTLP/HTTP base URL), queueing in `queue_dir`.
+    pub fn free_ports(tempo: String, loki: String, queue_dir: PathBuf) -> Self {
+        use test_harness::free_port;
+        Self {
+            otlp_grpc: free_port(),
+            otlp_http: free_port(),
+            syslog: free_port(),
+            health: free_port(),
+            prometheus: free_port(),
+            telemetry: free_port(),
+            tempo,
+            loki,
+            queue_dir,
+        }
+    }
 }
 
 /// `otel/collector.yaml` with the listed keys rewritten (see the module docs).
@@ -147,6 +167,83 @@ pub fn validate(binary: &Path, config: &Path) -> Result<(), String> {
         Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
+
+/// Every key of the attribute policy's list (shared/telemetry/src/policy.rs), in the
+/// shapes services and libraries write them.
+pub const SENSITIVE: &[&str] = &[
+    "token",
+    "auth.token",
+    "id_token",
+    "access_token",
+    "refresh_token",
+    "tokens",
+    "password",
+    "user.password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "jwt",
+    "user_jwt",
+    "seed",
+    "xkey.seed",
+    "nkey",
+    "user_nkey",
+    "xkey",
+    "authorization",
+    "http.request.header.authorization",
+    "cookie",
+    "credential",
+    "credentials",
+    "apikey",
+    "api_key",
+    "x-api-key",
+    "private",
+    "private_key",
+    "body",
+    "payload",
+    "text",
+    "chat.text",
+];
+/// Keys that must survive everywhere.
+pub const KEPT: &[&str] = &["enduser.id", "chat.room"];
+/// Keys of the conventions with a sensitive segment that survive on spans (the only
+/// place the services set them): put back after the deletion.
+pub const KEPT_ON_SPANS: &[&str] = &["db.query.text", "messaging.message.body.size"];
+
+/// `key = "value-of-<key>"` attributes in OTLP/JSON.
+fn attributes(keys: &[&str]) -> serde_json::Value {
+    keys.iter().map(|k| json!({ "key": k, "value": { "stringValue": format!("value-of-{k}") } })).collect()
+}
+
+/// An OTLP/JSON span (trace id [`PROBE_TRACE_ID`], status ERROR so tail sampling keeps it,
+/// with an `exception` event) and a log record (body `probe`) of service
+/// `redaction-probe`, each carrying every key of [`SENSITIVE`], [`KEPT`] and
+/// [`KEPT_ON_SPANS`] as `value-of-<key>`, on the resource too.
+pub fn redaction_probe() -> (serde_json::Value, serde_json::Value) {
+    let every: Vec<&str> = SENSITIVE.iter().chain(KEPT).chain(KEPT_ON_SPANS).copied().collect();
+    let mut resource_attributes = attributes(SENSITIVE);
+    if let Some(list) = resource_attributes.as_array_mut() {
+        list.push(json!({ "key": "service.name", "value": { "stringValue": "redaction-probe" } }));
+    }
+    let resource = json!({ "attributes": resource_attributes });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1);
+    let traces = json!({ "resourceSpans": [{ "resource": resource, "scopeSpans": [{ "spans": [{
+        "traceId": PROBE_TRACE_ID, "spanId": "eee19b7ec3c1b174", "name": "probe",
+        "kind": 1, "startTimeUnixNano": (now - 1_000_000).to_string(), "endTimeUnixNano": now.to_string(),
+        "attributes": attributes(&every),
+        "events": [{ "name": "exception", "timeUnixNano": now.to_string(), "attributes": attributes(&every) }],
+        "status": { "code": 2, "message": "probe" },
+    }]}]}]});
+    let logs = json!({ "resourceLogs": [{ "resource": resource, "scopeLogs": [{ "logRecords": [{
+        "timeUnixNano": now.to_string(), "severityText": "INFO", "body": { "stringValue": "probe" },
+        "attributes": attributes(&every),
+    }]}]}]});
+    (traces, logs)
+}
+
+/// The redaction probe's trace id.
+pub const PROBE_TRACE_ID: &str = "5b8efff798038103d269b633813fc60c";
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stack_checks::collector::{self, Endpoints};
+use stack_checks::collector::{self, Endpoints, KEPT, KEPT_ON_SPANS, SENSITIVE, redaction_probe};
 use stack_checks::{repo_file, yaml};
 use test_harness::model::AttributesExt as _;
 use test_harness::{ChildProcess, OtlpReceiver, free_port};
@@ -82,53 +82,6 @@ fn the_real_collector_accepts_every_config() {
     }
 }
 
-/// Every key of the attribute policy's list (shared/telemetry/src/policy.rs), in the
-/// shapes services and libraries write them.
-const SENSITIVE: &[&str] = &[
-    "token",
-    "auth.token",
-    "id_token",
-    "access_token",
-    "refresh_token",
-    "tokens",
-    "password",
-    "user.password",
-    "passwd",
-    "pwd",
-    "secret",
-    "client_secret",
-    "jwt",
-    "user_jwt",
-    "seed",
-    "xkey.seed",
-    "nkey",
-    "user_nkey",
-    "xkey",
-    "authorization",
-    "http.request.header.authorization",
-    "cookie",
-    "credential",
-    "credentials",
-    "apikey",
-    "api_key",
-    "x-api-key",
-    "private",
-    "private_key",
-    "body",
-    "payload",
-    "text",
-    "chat.text",
-];
-/// Keys that must survive everywhere.
-const KEPT: &[&str] = &["enduser.id", "chat.room"];
-/// Keys of the conventions with a sensitive segment that survive on spans (the only
-/// place the services set them): put back after the deletion.
-const KEPT_ON_SPANS: &[&str] = &["db.query.text", "messaging.message.body.size"];
-
-fn attributes(keys: &[&str]) -> serde_json::Value {
-    keys.iter().map(|k| json!({ "key": k, "value": { "stringValue": format!("value-of-{k}") } })).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_collector_removes_every_sensitive_key_from_spans_events_logs_and_resources() {
     let Some(binary) = built() else { return };
@@ -136,25 +89,7 @@ async fn the_real_collector_removes_every_sensitive_key_from_spans_events_logs_a
     let (process, endpoints, _dir) = start_collector(&binary, &downstream).await;
     let http = reqwest::Client::new();
 
-    let every: Vec<&str> = SENSITIVE.iter().chain(KEPT).chain(KEPT_ON_SPANS).copied().collect();
-    let mut resource_attributes = attributes(SENSITIVE);
-    if let Some(list) = resource_attributes.as_array_mut() {
-        list.push(json!({ "key": "service.name", "value": { "stringValue": "redaction-probe" } }));
-    }
-    let resource = json!({ "attributes": resource_attributes });
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
-    let traces = json!({ "resourceSpans": [{ "resource": resource, "scopeSpans": [{ "spans": [{
-        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "probe",
-        "kind": 1, "startTimeUnixNano": (now - 1_000_000).to_string(), "endTimeUnixNano": now.to_string(),
-        "attributes": attributes(&every),
-        "events": [{ "name": "exception", "timeUnixNano": now.to_string(), "attributes": attributes(&every) }],
-        // An error: tail sampling keeps it whatever the share.
-        "status": { "code": 2, "message": "probe" },
-    }]}]}]});
-    let logs = json!({ "resourceLogs": [{ "resource": resource, "scopeLogs": [{ "logRecords": [{
-        "timeUnixNano": now.to_string(), "severityText": "INFO", "body": { "stringValue": "probe" },
-        "attributes": attributes(&every),
-    }]}]}]});
+    let (traces, logs) = redaction_probe();
     for (signal, body) in [("traces", traces), ("logs", logs)] {
         let url = format!("http://127.0.0.1:{}/v1/{signal}", endpoints.otlp_http);
         let response = http.post(url).json(&body).send().await.expect("post");
@@ -190,17 +125,8 @@ async fn the_real_collector_removes_every_sensitive_key_from_spans_events_logs_a
 
 /// Free loopback ports for a collector, sending to `downstream` in place of Tempo and Loki.
 fn endpoints(downstream: &OtlpReceiver, dir: &Path) -> Endpoints {
-    Endpoints {
-        otlp_grpc: free_port(),
-        otlp_http: free_port(),
-        syslog: free_port(),
-        health: free_port(),
-        prometheus: free_port(),
-        telemetry: free_port(),
-        tempo: downstream.grpc_endpoint().trim_start_matches("http://").to_owned(),
-        loki: downstream.http_endpoint(),
-        queue_dir: dir.to_path_buf(),
-    }
+    let tempo = downstream.grpc_endpoint().trim_start_matches("http://").to_owned();
+    Endpoints::free_ports(tempo, downstream.http_endpoint(), dir.to_path_buf())
 }
 
 /// Starts the real collector with `config` (already rewritten) and `env`; ready when returned.
