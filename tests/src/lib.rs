@@ -1,12 +1,15 @@
 //! Helpers for checking the compose stack: reading the config files, the Prometheus
 //! names of OpenTelemetry metrics, and the metric names a PromQL query uses; the real
-//! Tempo, Loki and Prometheus of the real-backend tier ([`real_backends`]); the real
-//! Keycloak ([`keycloak`]); and the
+//! collector ([`collector`]), Tempo, Loki and Prometheus of the full-stack tier
+//! ([`real_backends`]) and its alert watching ([`alert_watch`]); Prometheus and promtool
+//! at the image's release ([`prometheus`]); the real Keycloak ([`keycloak`]); and the
 //! seed scenarios read back from those backends, shared by that tier and `make test-e2e`
 //! ([`scenarios`]).
 
+pub mod alert_watch;
 pub mod collector;
 pub mod keycloak;
+pub mod prometheus;
 pub mod real_backends;
 pub mod scenarios;
 
@@ -70,9 +73,10 @@ pub fn prometheus_name(metric: &MetricRecord) -> String {
 /// Series the collector's span-metrics connector creates (`otel/collector.yaml`).
 pub const COLLECTOR_SERIES: &[&str] = &["traces_span_metrics_calls_total", "traces_span_metrics_duration_milliseconds"];
 
-/// The collector's own series the alert rules and the Telemetry pipeline dashboard use (its internal telemetry, scraped from
-/// :8888; names as documented in the collector's "Internal telemetry" page for the
-/// pinned 0.159 release). No collector runs here, so they are listed, not read back.
+/// The collector's own series the alert rules and the Telemetry pipeline dashboard use
+/// (its internal telemetry, scraped from :8888, counters named `_total` by
+/// `without_type_suffix: false`). The full-stack tier reads them back from the real
+/// Prometheus (the `send_failed` ones exist from an exporter's first failure).
 pub const COLLECTOR_INTERNAL_SERIES: &[&str] = &[
     "up",
     "otelcol_receiver_refused_spans_total",
@@ -132,7 +136,7 @@ pub fn alert_exprs() -> Vec<AlertRule> {
 
 /// Series Tempo 3.0.3's metrics generator remote-writes with the project's
 /// `tempo/tempo.yaml` (service graphs with the messaging histogram, span metrics), as the
-/// real-backend tier reads them back from Prometheus (histograms without `_bucket`,
+/// full-stack tier reads them back from Prometheus (histograms without `_bucket`,
 /// `_sum`, `_count`). That tier fails if this list and real Tempo disagree.
 pub const TEMPO_SERIES: &[&str] = &[
     "traces_service_graph_request_total",

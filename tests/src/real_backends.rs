@@ -1,20 +1,24 @@
-//! Real Tempo, Loki and Prometheus for the real-backend tier, started with the
-//! project's own `tempo/tempo.yaml`, `loki/loki.yaml` and `prometheus/prometheus.yml`.
+//! The full pipeline of the compose stack, run natively: the real OpenTelemetry Collector
+//! with `otel/collector.yaml` in front of real Tempo, Loki and Prometheus started with
+//! `tempo/tempo.yaml`, `loki/loki.yaml` and `prometheus/prometheus.yml` (its rule files
+//! included), at the compose images' versions.
 //!
 //! **The rewrite, all of it** (everything else is the file as compose mounts it):
 //! - Tempo: `server.http_listen_port`, `server.grpc_listen_port`, the OTLP receivers'
 //!   endpoints (loopback, free ports), every path under `/var/tempo` (a temp dir), and
-//!   the metrics generator's remote-write URL (this tier's Prometheus);
+//!   the metrics generator's remote-write URL (this Prometheus);
 //! - Loki: `server.http_listen_port`, `server.grpc_listen_port`, every path under `/loki`;
-//! - Prometheus: the command-line flags of docker-compose.yml, with `--config.file`,
-//!   `--storage.tsdb.path` and `--web.listen-address` pointing here (its scrape targets
-//!   are compose host names and stay unreachable: this tier needs its remote-write
-//!   receiver). Debian's Prometheus (2.42) serves, not the image's 3.14.
+//! - the collector: [`crate::collector::rewrite`];
+//! - Prometheus ([`prometheus_config`]): each scrape target's `host:port` (compose names
+//!   to loopback ports), the rule file's path (absolute, to the repository's); its
+//!   command-line flags are docker-compose.yml's, with `--config.file`,
+//!   `--storage.tsdb.path` and `--web.listen-address` pointing here.
 //!
-//! The binaries: `TEMPO_BIN` and `LOKI_BIN` (`.ci/run` unpacks them from
-//! `../shared/bin`; the official release binaries of the pinned versions work too);
-//! `PROMETHEUS_BIN` or `prometheus` on `PATH`.
+//! Each backend can be stopped and started again (the alert scenarios need outages).
+//! The binaries: `TEMPO_BIN` and `LOKI_BIN` (`.ci/run` unpacks them from `../shared/bin`);
+//! the collector and Prometheus from their build scripts.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,74 +26,187 @@ use std::time::{Duration, Instant};
 use serde_yaml::Value;
 use test_harness::{ChildProcess, HarnessResult, free_port};
 
-use crate::repo_file;
+use crate::{collector, repo_file};
 
-/// One running backend.
-#[derive(Debug)]
+/// One running backend, which can be stopped and started again with the same config.
 pub struct Backend {
-    /// The process (killed on drop).
-    pub process: ChildProcess,
-    /// Its HTTP API on 127.0.0.1.
+    name: &'static str,
+    command: Box<dyn Fn() -> Command + Send + Sync>,
+    ready_path: &'static str,
+    /// The process while it runs (killed on drop).
+    pub process: Option<ChildProcess>,
+    /// Its HTTP API (the collector: its health check) on 127.0.0.1.
     pub http_port: u16,
-    /// Its OTLP/gRPC receiver, if it has one.
-    pub otlp_grpc_port: Option<u16>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name).field("http_port", &self.http_port).finish()
+    }
 }
 
 impl Backend {
+    fn new(
+        name: &'static str,
+        http_port: u16,
+        ready_path: &'static str,
+        command: impl Fn() -> Command + Send + Sync + 'static,
+    ) -> Self {
+        Self { name, command: Box::new(command), ready_path, process: None, http_port }
+    }
+
     /// `http://127.0.0.1:<http_port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
+
+    /// Kills the process (an outage; the data directory stays).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts the process (again) and waits, up to a minute, until it answers ready.
+    pub async fn start(&mut self) -> HarnessResult<()> {
+        self.stop();
+        self.process = Some(ChildProcess::spawn(self.name, (self.command)())?);
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
+        let url = format!("{}{}", self.url(), self.ready_path);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            let process = self.process.as_mut().ok_or("not started")?;
+            if let Some(status) = process.exit_status() {
+                return Err(format!("{url}: exited ({status}) with the project's config:\n{}", process.output()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{url} not ready within 60 s:\n{}", process.output()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// What the process printed so far.
+    pub fn output(&self) -> String {
+        self.process.as_ref().map(ChildProcess::output).unwrap_or_default()
+    }
 }
 
-/// Tempo, Loki and Prometheus, each in its own temp dir.
+/// Collector, Tempo, Loki and Prometheus, each in its own temp dir.
 #[derive(Debug)]
 pub struct RealBackends {
+    /// The collector: OTLP in, tail sampling, span metrics, redaction.
+    pub collector: Backend,
+    /// Where the collector listens.
+    pub collector_ports: collector::Endpoints,
     /// Traces; remote-writes its service graph and span metrics to `prometheus`.
     pub tempo: Backend,
+    /// Tempo's OTLP/gRPC receiver port (the collector's traces exporter).
+    pub tempo_otlp_grpc: u16,
     /// Logs over OTLP/HTTP at `/otlp`.
     pub loki: Backend,
-    /// Metrics remote-written by Tempo.
+    /// Scrapes the collector and Tempo, takes Tempo's remote write, evaluates the alerts.
     pub prometheus: Backend,
     _dir: tempfile::TempDir,
 }
 
-/// The binaries named by the environment, or `None` (the tier is skipped).
+/// The Tempo and Loki binaries named by the environment, or `None` (the tier is skipped).
 pub fn binaries() -> Option<(PathBuf, PathBuf)> {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     Some((var("TEMPO_BIN")?, var("LOKI_BIN")?))
 }
 
 impl RealBackends {
-    /// Starts the three and waits until each answers `/ready`.
-    pub async fn start(tempo_bin: &Path, loki_bin: &Path) -> HarnessResult<Self> {
+    /// Starts the four and waits until each answers ready. `tail_sampling_percentage` is
+    /// the collector's `TAIL_SAMPLING_PERCENTAGE` (compose: 100 for the demo).
+    pub async fn start(tempo_bin: &Path, loki_bin: &Path, tail_sampling_percentage: u32) -> HarnessResult<Self> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let prometheus = start_prometheus(dir.path())?;
-        let tempo = start_tempo(tempo_bin, dir.path(), prometheus.http_port)?;
-        let loki = start_loki(loki_bin, dir.path())?;
-        let mut backends = Self { tempo, loki, prometheus, _dir: dir };
-        for (backend, ready) in
-            [(&mut backends.prometheus, "/-/ready"), (&mut backends.tempo, "/ready"), (&mut backends.loki, "/ready")]
-        {
-            wait_ready(backend, ready).await?;
+        let collector_bin = collector::binary().ok_or("no collector (scripts/build-collector.sh needs Go)")?;
+        let (tempo_http, tempo_grpc, tempo_otlp_grpc, tempo_otlp_http) =
+            (free_port(), free_port(), free_port(), free_port());
+        let (loki_http, loki_grpc, prometheus_http) = (free_port(), free_port(), free_port());
+        let collector_ports = collector::Endpoints::free_ports(
+            format!("127.0.0.1:{tempo_otlp_grpc}"),
+            format!("http://127.0.0.1:{loki_http}/otlp"),
+            dir.path().join("otelcol-queue"),
+        );
+        std::fs::create_dir_all(&collector_ports.queue_dir).map_err(|e| e.to_string())?;
+
+        let tempo_config = tempo_config(
+            &dir.path().join("tempo"),
+            tempo_http,
+            tempo_grpc,
+            tempo_otlp_grpc,
+            tempo_otlp_http,
+            prometheus_http,
+        )?;
+        let tempo =
+            backend("tempo", tempo_bin, tempo_http, "/ready", write_yaml(dir.path(), "tempo.yaml", &tempo_config)?);
+        let loki_config = loki_config(&dir.path().join("loki"), loki_http, loki_grpc)?;
+        let loki = backend("loki", loki_bin, loki_http, "/ready", write_yaml(dir.path(), "loki.yaml", &loki_config)?);
+
+        let original = std::fs::read_to_string(repo_file("otel/collector.yaml")).map_err(|e| e.to_string())?;
+        let collector_file = dir.path().join("collector.yaml");
+        std::fs::write(&collector_file, collector::rewrite(&original, &collector_ports)?).map_err(|e| e.to_string())?;
+        let percentage = tail_sampling_percentage.to_string();
+        let collector = Backend::new("otelcol", collector_ports.health, "/ready", move || {
+            let mut cmd = Command::new(&collector_bin);
+            cmd.arg(format!("--config={}", collector_file.display())).env("TAIL_SAMPLING_PERCENTAGE", &percentage);
+            cmd
+        });
+
+        let targets = BTreeMap::from([
+            ("otel-collector:8889".to_owned(), format!("127.0.0.1:{}", collector_ports.prometheus)),
+            ("otel-collector:8888".to_owned(), format!("127.0.0.1:{}", collector_ports.telemetry)),
+            ("tempo:3200".to_owned(), format!("127.0.0.1:{tempo_http}")),
+        ]);
+        let prometheus_config = prometheus_config(&read_yaml("prometheus/prometheus.yml")?, &targets)?;
+        let prometheus_file = write_yaml(dir.path(), "prometheus.yml", &prometheus_config)?;
+        let args = prometheus_args(
+            &read_yaml("docker-compose.yml")?,
+            &prometheus_file,
+            &dir.path().join("prometheus"),
+            prometheus_http,
+        );
+        let prometheus_bin = crate::prometheus::server()?;
+        let prometheus = Backend::new("prometheus", prometheus_http, "/-/ready", move || {
+            let mut cmd = Command::new(&prometheus_bin);
+            cmd.args(&args);
+            cmd
+        });
+
+        let mut backends = Self { collector, collector_ports, tempo, tempo_otlp_grpc, loki, prometheus, _dir: dir };
+        for backend in [&mut backends.prometheus, &mut backends.tempo, &mut backends.loki, &mut backends.collector] {
+            backend.start().await?;
         }
         Ok(backends)
     }
 
-    /// `OTEL_*` settings that send traces to Tempo (gRPC) and logs to Loki (OTLP/HTTP);
-    /// metrics stay with the test's receiver.
+    /// `OTEL_*` settings that send every signal to the collector, as compose does
+    /// (OTLP/gRPC; metrics every 10 s, compose's `OTEL_METRIC_EXPORT_INTERVAL`).
     pub fn export_env(&self) -> Vec<(String, String)> {
-        let tempo = format!("http://127.0.0.1:{}", self.tempo.otlp_grpc_port.unwrap_or_default());
         [
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", tempo),
-            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc".to_owned()),
-            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", format!("{}/otlp/v1/logs", self.loki.url())),
-            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", self.collector_ports.otlp_grpc)),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "10000".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
+}
+
+/// A backend started as `bin -config.file=<file>` (Tempo, Loki).
+fn backend(name: &'static str, bin: &Path, port: u16, ready: &'static str, file: PathBuf) -> Backend {
+    let bin = bin.to_path_buf();
+    Backend::new(name, port, ready, move || {
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!("-config.file={}", file.display()));
+        cmd
+    })
 }
 
 fn read_yaml(path: &str) -> HarnessResult<Value> {
@@ -144,60 +261,77 @@ pub fn loki_config(data: &Path, http: u16, grpc: u16) -> HarnessResult<Value> {
     Ok(config)
 }
 
-fn start_tempo(bin: &Path, dir: &Path, prometheus: u16) -> HarnessResult<Backend> {
-    let (http, grpc, otlp_grpc, otlp_http) = (free_port(), free_port(), free_port(), free_port());
-    let config = tempo_config(&dir.join("tempo"), http, grpc, otlp_grpc, otlp_http, prometheus)?;
-    let file = write_yaml(dir, "tempo.yaml", &config)?;
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("-config.file={}", file.display()));
-    Ok(Backend { process: ChildProcess::spawn("tempo", cmd)?, http_port: http, otlp_grpc_port: Some(otlp_grpc) })
-}
-
-fn start_loki(bin: &Path, dir: &Path) -> HarnessResult<Backend> {
-    let (http, grpc) = (free_port(), free_port());
-    let config = loki_config(&dir.join("loki"), http, grpc)?;
-    let file = write_yaml(dir, "loki.yaml", &config)?;
-    let mut cmd = Command::new(bin);
-    cmd.arg(format!("-config.file={}", file.display()));
-    Ok(Backend { process: ChildProcess::spawn("loki", cmd)?, http_port: http, otlp_grpc_port: None })
-}
-
-fn start_prometheus(dir: &Path) -> HarnessResult<Backend> {
-    let bin = std::env::var_os("PROMETHEUS_BIN").map_or_else(|| PathBuf::from("prometheus"), PathBuf::from);
-    let compose = read_yaml("docker-compose.yml")?;
-    let http = free_port();
-    let mut cmd = Command::new(bin);
-    for flag in compose["services"]["prometheus"]["command"].as_sequence().into_iter().flatten() {
-        let flag = flag.as_str().unwrap_or_default();
-        match flag.split_once('=').map(|(name, _)| name) {
-            Some("--config.file") => {
-                cmd.arg(format!("--config.file={}", repo_file("prometheus/prometheus.yml").display()))
+/// `prometheus.yml` with every scrape target moved (`targets`: compose `host:port` ->
+/// here; a target missing from it is an error, so a new one cannot go unscraped
+/// silently) and the rule files made absolute (the repository's own files).
+pub fn prometheus_config(config: &Value, targets: &BTreeMap<String, String>) -> HarnessResult<Value> {
+    let mut config = config.clone();
+    for scrape in config["scrape_configs"].as_sequence_mut().into_iter().flatten() {
+        for group in scrape["static_configs"].as_sequence_mut().into_iter().flatten() {
+            for target in group["targets"].as_sequence_mut().into_iter().flatten() {
+                let from = target.as_str().unwrap_or_default().to_owned();
+                let to = targets.get(&from).ok_or_else(|| format!("scrape target {from}: where does it run here?"))?;
+                *target = Value::from(to.clone());
             }
-            Some("--storage.tsdb.path") => cmd.arg(format!("--storage.tsdb.path={}", dir.join("prometheus").display())),
-            _ => cmd.arg(flag),
-        };
+        }
     }
-    cmd.arg(format!("--web.listen-address=127.0.0.1:{http}"));
-    let process = ChildProcess::spawn("prometheus", cmd)
-        .map_err(|e| format!("{e} (Debian's prometheus package; scripts/test-deps.sh installs it)"))?;
-    Ok(Backend { process, http_port: http, otlp_grpc_port: None })
+    for file in config["rule_files"].as_sequence_mut().into_iter().flatten() {
+        let relative = file.as_str().unwrap_or_default().to_owned();
+        *file = Value::from(repo_file(&format!("prometheus/{relative}")).display().to_string());
+    }
+    Ok(config)
 }
 
-/// Waits (up to a minute: Loki's `/ready` says 503 for its first seconds) for 200.
-async fn wait_ready(backend: &mut Backend, path: &str) -> HarnessResult<()> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(|e| e.to_string())?;
-    let url = format!("{}{path}", backend.url());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        if let Some(status) = backend.process.exit_status() {
-            return Err(format!("{url}: exited ({status}) with the project's config:\n{}", backend.process.output()));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{url} not ready within 60 s:\n{}", backend.process.output()));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+/// docker-compose.yml's Prometheus flags, with the config, the storage and the listen
+/// address of this machine.
+fn prometheus_args(compose: &Value, config: &Path, storage: &Path, port: u16) -> Vec<String> {
+    let mut args: Vec<String> = compose["services"]["prometheus"]["command"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|flag| match flag.split_once('=').map(|(name, _)| name) {
+            Some("--config.file") => format!("--config.file={}", config.display()),
+            Some("--storage.tsdb.path") => format!("--storage.tsdb.path={}", storage.display()),
+            _ => flag.to_owned(),
+        })
+        .collect();
+    args.push(format!("--web.listen-address=127.0.0.1:{port}"));
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_scrape_targets_and_rule_paths_change_in_the_prometheus_config() {
+        let original = read_yaml("prometheus/prometheus.yml").expect("prometheus.yml");
+        let targets: BTreeMap<String, String> =
+            [("otel-collector:8889", "a:1"), ("otel-collector:8888", "a:2"), ("tempo:3200", "a:3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        let rewritten = prometheus_config(&original, &targets).expect("rewrite");
+        let (before, after) =
+            (serde_yaml::to_string(&original).expect("yaml"), serde_yaml::to_string(&rewritten).expect("yaml"));
+        let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();
+        let rules = repo_file("prometheus/rules/alerts.yml").display().to_string();
+        assert_eq!(
+            changed,
+            [("- rules/alerts.yml", format!("- {rules}").as_str()), ("  - targets:", "  - targets:"),][..1]
+                .iter()
+                .copied()
+                .chain([
+                    ("    - otel-collector:8889", "    - a:1"),
+                    ("    - otel-collector:8888", "    - a:2"),
+                    ("    - tempo:3200", "    - a:3")
+                ])
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(before.lines().count(), after.lines().count(), "no key added or removed");
+        let unknown = BTreeMap::from([("tempo:3200".to_owned(), "a:3".to_owned())]);
+        let error = prometheus_config(&original, &unknown).expect_err("an unlisted target");
+        assert!(error.contains("otel-collector:8889"), "{error}");
     }
 }

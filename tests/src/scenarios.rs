@@ -1,6 +1,6 @@
 //! The seed scenarios driven with chat-cli and read back from Tempo, Loki and
 //! Prometheus over their HTTP APIs: one assertion code for `make test-e2e` (the compose
-//! stack) and the real-backend tier of `make test` (real Tempo, Loki and Prometheus
+//! stack) and the full-stack tier of `make test` (real Tempo, Loki and Prometheus
 //! started by the test). The answers decode into the harness's model types, so the
 //! span-tree assertions are those of the native tests too.
 //!
@@ -191,12 +191,34 @@ pub async fn series_names(http: &reqwest::Client, prometheus: &str, prefix: &str
     Ok(names.iter().filter_map(Value::as_str).filter(|n| n.starts_with(prefix)).map(str::to_owned).collect())
 }
 
-/// Every TraceQL and LogQL query of the provisioned dashboards, and every Prometheus
-/// query over Tempo's generated series, returns data from real backends (variables set to
-/// "all", Grafana's intervals to 1m). The error-trace table names each trace's root.
-/// Queries that need the collector's or the services' Prometheus series cannot run here.
-pub async fn assert_dashboard_queries(http: &reqwest::Client, tempo: &str, loki: &str, prometheus: &str) {
-    let all = |q: &str| q.replace("$service", ".+").replace("$span_name", ".+").replace("$__auto", "1m");
+/// Which Prometheus queries of the dashboards [`assert_dashboard_queries`] runs.
+#[derive(Debug, Clone, Copy)]
+pub enum PrometheusQueries<'a> {
+    /// Only those over Tempo's generated series (`make test-e2e` and stand-in tiers).
+    TempoSeries,
+    /// Every one (the full-stack tier: collector, services and Tempo series), variables
+    /// at their defaults and `$service` at `persist-worker`; a query containing one of
+    /// `may_be_empty` may return nothing (each with its reason where the list is written).
+    Every {
+        /// Parts of queries allowed to return nothing.
+        may_be_empty: &'a [&'a str],
+    },
+}
+
+/// Every TraceQL and LogQL query of the provisioned dashboards, and their Prometheus
+/// queries as `prometheus_queries` says, return data from real backends (variables set
+/// to "all", Grafana's intervals to 1m). The error-trace table names each trace's root.
+pub async fn assert_dashboard_queries(
+    http: &reqwest::Client,
+    tempo: &str,
+    loki: &str,
+    prometheus: &str,
+    prometheus_queries: PrometheusQueries<'_>,
+) {
+    let all = |q: &str| {
+        let q = q.replace("$service", ".+").replace("$span_name", ".+").replace("$__auto", "1m");
+        q.replace("$__range", "15m")
+    };
     let mut ran = 0;
     for path in crate::dashboard_files() {
         let dashboard = crate::json(&path);
@@ -244,14 +266,25 @@ pub async fn assert_dashboard_queries(http: &reqwest::Client, tempo: &str, loki:
                     (Some("prometheus"), _) => {
                         let expr = target["expr"].as_str().unwrap_or_default();
                         let metrics = crate::promql_metrics(expr);
-                        if metrics.is_empty() || !metrics.iter().all(|m| crate::TEMPO_SERIES.contains(&m.as_str())) {
+                        let tempo_only = metrics.iter().all(|m| crate::TEMPO_SERIES.contains(&m.as_str()));
+                        let run = match prometheus_queries {
+                            PrometheusQueries::TempoSeries => !metrics.is_empty() && tempo_only,
+                            PrometheusQueries::Every { may_be_empty } => !may_be_empty.iter().any(|p| expr.contains(p)),
+                        };
+                        if !run {
                             continue;
                         }
-                        let query = all(expr).replace("$__rate_interval", "1m");
-                        let params = [("query", query.as_str())];
-                        poll_results(http, &format!("{what}: {query}"), &format!("{prometheus}/api/v1/query"), &params)
-                            .await;
-                        ran += 1;
+                        let mut queries = vec![all(expr)];
+                        if matches!(prometheus_queries, PrometheusQueries::Every { .. }) && expr.contains("$service") {
+                            queries.push(all(&expr.replace("$service", "persist-worker")));
+                        }
+                        for query in queries {
+                            let query = query.replace("$__rate_interval", "1m");
+                            let params = [("query", query.as_str())];
+                            let endpoint = format!("{prometheus}/api/v1/query");
+                            poll_results(http, &format!("{what}: {query}"), &endpoint, &params).await;
+                            ran += 1;
+                        }
                     }
                     _ => {}
                 }

@@ -1,6 +1,6 @@
 //! `chat-cli trace` prints the right tree for each seed scenario, read from a stand-in
 //! for Tempo's trace API that serves the spans the services really exported, in Tempo's
-//! v2 JSON shape (the real-backend tier does the same against real Tempo).
+//! v2 JSON shape (the full-stack tier does the same against real Tempo).
 
 use std::time::Duration;
 

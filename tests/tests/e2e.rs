@@ -88,7 +88,7 @@ async fn the_seed_scenarios_read_back_from_tempo_loki_prometheus_and_grafana() {
     let token = token["access_token"].as_str().expect("access_token").to_owned();
 
     // 3-6. The scenarios (make demo turns the worker's demo faults on; so does this test),
-    // read back with the assertions the real-backend tier of `make test` uses.
+    // read back with the assertions the full-stack tier of `make test` uses.
     let status = std::process::Command::new("docker")
         .args(["compose", "up", "-d", "--wait", "persist-worker"])
         .env("DEMO_FAULTS", "true")

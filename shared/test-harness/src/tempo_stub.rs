@@ -1,7 +1,7 @@
 //! A stand-in for Tempo's trace-by-id API in the native tier: `GET /api/v2/traces/<id>`
 //! answers the spans the test's OTLP receiver captured, encoded as Tempo 3.0.3 encodes
 //! them ([`tempo_v2_json`]; `{"trace":{}}` while none are known, as Tempo does). The
-//! real-backend tier reads real Tempo instead.
+//! full-stack tier reads real Tempo instead.
 
 use std::sync::Arc;
 
