@@ -100,7 +100,12 @@ pub async fn trace_with(http: &reqwest::Client, tempo: &str, trace_id: &str, nam
     poll(&format!("Tempo trace {trace_id} with {names:?} ({url})"), || async {
         let spans = tempo_trace(&get_json(http, &url).await?)?;
         let trace = Trace::new(spans);
-        Ok(names.iter().all(|n| !trace.named(n).is_empty()).then_some(trace))
+        if names.iter().all(|n| !trace.named(n).is_empty()) {
+            Ok(Some(trace))
+        } else {
+            // Polled again; on time-out the failure shows what Tempo holds.
+            Err(format!("Tempo holds:\n{}", trace.tree()))
+        }
     })
     .await
 }
