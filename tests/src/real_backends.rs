@@ -88,11 +88,6 @@ impl Backend {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-
-    /// What the process printed so far.
-    pub fn output(&self) -> String {
-        self.process.as_ref().map(ChildProcess::output).unwrap_or_default()
-    }
 }
 
 /// Collector, Tempo, Loki and Prometheus, each in its own temp dir.

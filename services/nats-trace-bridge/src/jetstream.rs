@@ -26,11 +26,11 @@ use opentelemetry::{KeyValue, global};
 use serde::Deserialize;
 
 /// Between two reads: finer than Prometheus' 15 s scrape is wasted.
-pub const INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(10);
 
 /// The part of `/jsz?consumers=true` read here.
 #[derive(Debug, Default, Deserialize)]
-pub struct Jsz {
+pub(crate) struct Jsz {
     #[serde(default)]
     account_details: Vec<AccountDetail>,
 }
@@ -69,11 +69,11 @@ struct ConsumerDetail {
 
 /// One reading: `(metric, attributes, value)` rows.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Figures(Vec<(&'static str, Vec<KeyValue>, u64)>);
+pub(crate) struct Figures(Vec<(&'static str, Vec<KeyValue>, u64)>);
 
 impl Figures {
     /// The rows of one `/jsz` answer, streams and consumers of every account.
-    pub fn from_jsz(jsz: &Jsz) -> Self {
+    pub(crate) fn from_jsz(jsz: &Jsz) -> Self {
         let mut rows = Vec::new();
         for stream in jsz.account_details.iter().flat_map(|a| &a.stream_detail) {
             rows.push((
@@ -94,8 +94,9 @@ impl Figures {
         Self(rows)
     }
 
-    /// The value of `metric` with these `(key, value)` attributes.
-    pub fn get(&self, metric: &str, attrs: &[(&str, &str)]) -> Option<u64> {
+    /// The value of `metric` with these `(key, value)` attributes (the unit tests' reader).
+    #[cfg(test)]
+    fn get(&self, metric: &str, attrs: &[(&str, &str)]) -> Option<u64> {
         self.0.iter().find_map(|(name, row, value)| {
             let matches =
                 attrs.iter().all(|(k, v)| row.iter().any(|kv| kv.key.as_str() == *k && kv.value.as_str() == *v));
@@ -105,7 +106,7 @@ impl Figures {
 }
 
 /// Registers the gauges and reads `urls` until the task is dropped.
-pub async fn observe(urls: Vec<String>) {
+pub(crate) async fn observe(urls: Vec<String>) {
     let latest = Arc::new(Mutex::new(Figures::default()));
     let meter = global::meter("nats-trace-bridge");
     let gauge = |name: &'static str, description: &'static str| {

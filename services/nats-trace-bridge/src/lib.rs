@@ -22,7 +22,7 @@
 
 mod config;
 mod event;
-pub mod jetstream;
+mod jetstream;
 
 pub use config::Config;
 
