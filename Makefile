@@ -79,15 +79,16 @@ urls:
 ## test: format check, clippy, config checks, unit and integration tests (real servers, no Docker), a short fuzz run
 test: test-deps fmt-check lint build doc-test unit-and-integration fuzz
 
-## fuzz: each fuzz target for FUZZ_SECONDS (default 15) from the kept corpus; new inputs go to a temp dir
+## fuzz: each fuzz target for FUZZ_SECONDS (default 15) from its named seeds (tests/fuzz/seeds/) and the local, git-ignored corpus it grows (tests/fuzz/corpus/)
 FUZZ_SECONDS ?= 15
 FUZZ_TARGETS := chat_message trace_context callout_request header_block
+# cargo-fuzz passes nightly-only -Z flags (sanitizer coverage); RUSTC_BOOTSTRAP=1 lets the
+# pinned stable toolchain accept them, so CI needs no second (nightly) toolchain.
 fuzz: $(PATCHED)
-	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	for target in $(FUZZ_TARGETS); do \
-		mkdir -p "$$tmp/$$target" && \
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p tests/fuzz/corpus/$$target && \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz --sanitizer none --dev $$target \
-			"$$tmp/$$target" tests/fuzz/corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 2>&1 \
+			tests/fuzz/corpus/$$target tests/fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 2>&1 \
 			| grep -E '^(Done|INFO: seed corpus|==[0-9]+==|SUMMARY)|panicked' ; \
 		test "$${PIPESTATUS[0]}" -eq 0 || { echo "fuzz target $$target failed (input in tests/fuzz/artifacts/$$target)"; exit 1; }; \
 	done
@@ -125,10 +126,12 @@ lint: $(PATCHED)
 
 # Integration tests of one crate start the binaries of others.
 build: $(PATCHED)
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --examples
 
 doc-test: $(PATCHED)
 	$(CARGO) test --workspace --doc
 
+# The full-stack tier beside the other tests; a digest of the failures at the end
+# (scripts/run-tests.sh).
 unit-and-integration: $(PATCHED)
-	@$(call run-tests,--workspace --no-fail-fast,,)
+	@CARGO="$(CARGO)" bash scripts/run-tests.sh

@@ -5,6 +5,7 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql package, via apt-get
 #     when running as root);
 #   - docker-compose, used only to check the compose stack's configs;
+#   - tmux, the terminal the TUI test drives;
 #   - the vendors' published schemas (@keycloak/keycloak-admin-client, @grafana/schema)
 #     and TypeScript, pinned in tests/schemas/package-lock.json, with npm (Node.js 20);
 #   - cargo-fuzz (from crates.io) for the short fuzz run of make test;
@@ -54,6 +55,8 @@ say "postgres: ${TEST_DATABASE_URL:-${PG_BIN_DIR:-$(ls -d /usr/lib/postgresql/*/
 
 # Static checkers for the compose stack's configs
 command -v docker-compose >/dev/null 2>&1 || { say "installing docker-compose (config checks only)"; apt_install docker-compose; }
+# tmux: the real terminal the TUI test drives (tests/tests/tui.rs)
+command -v tmux >/dev/null 2>&1 || { say "installing tmux (the TUI test's terminal)"; apt_install tmux; }
 # cargo-fuzz for the short fuzz run (`make fuzz`; the targets build with RUSTC_BOOTSTRAP=1)
 if ! cargo fuzz --version >/dev/null 2>&1; then
   say "installing cargo-fuzz"

@@ -4,7 +4,7 @@
 //! ([`real_backends`]) and its alert watching ([`alert_watch`]); Prometheus and promtool
 //! at the image's release ([`prometheus`]); the real Keycloak ([`keycloak`]); and the
 //! seed scenarios read back from those backends, shared by that tier and `make test-e2e`
-//! ([`scenarios`]).
+//! ([`scenarios`]); a program in a real terminal ([`tmux`]).
 
 pub mod alert_watch;
 pub mod collector;
@@ -12,6 +12,7 @@ pub mod keycloak;
 pub mod prometheus;
 pub mod real_backends;
 pub mod scenarios;
+pub mod tmux;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,6 +20,13 @@ use std::path::PathBuf;
 use regex::Regex;
 use serde_yaml::Value;
 use test_harness::model::MetricRecord;
+
+/// Runs a checking tool and returns whether it succeeded and what it printed (stdout,
+/// then stderr); `what` says how to install it when it cannot start.
+pub fn run_tool(command: &mut std::process::Command, what: &str) -> (bool, String) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
 
 /// A file of the repository.
 pub fn repo_file(path: &str) -> PathBuf {
@@ -70,8 +78,18 @@ pub fn prometheus_name(metric: &MetricRecord) -> String {
     name
 }
 
-/// Series the collector's span-metrics connector creates (`otel/collector.yaml`).
-pub const COLLECTOR_SERIES: &[&str] = &["traces_span_metrics_calls_total", "traces_span_metrics_duration_milliseconds"];
+/// Series the collector's span-metrics connectors create (`otel/collector.yaml`): every
+/// span's, and the kept traces' (the ones with exemplars).
+pub const COLLECTOR_SERIES: &[&str] = &[
+    "traces_span_metrics_calls_total",
+    "traces_span_metrics_duration_milliseconds",
+    "traces_span_metrics_kept_calls_total",
+    "traces_span_metrics_kept_duration_milliseconds",
+];
+
+/// The span metrics whose exemplars the dashboards show: only kept traces, so that every
+/// exemplar opens a trace in Tempo.
+pub const EXEMPLAR_SERIES: &str = "traces_span_metrics_kept_duration_milliseconds_bucket";
 
 /// The collector's own series the alert rules and the Telemetry pipeline dashboard use
 /// (its internal telemetry, scraped from :8888, counters named `_total` by

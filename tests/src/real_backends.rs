@@ -103,7 +103,7 @@ pub struct RealBackends {
     pub tempo_otlp_grpc: u16,
     /// Logs over OTLP/HTTP at `/otlp`.
     pub loki: Backend,
-    /// Scrapes the collector and Tempo, takes Tempo's remote write, evaluates the alerts.
+    /// Scrapes the collector, Tempo and Loki, takes Tempo's remote write, evaluates the alerts.
     pub prometheus: Backend,
     _dir: tempfile::TempDir,
 }
@@ -157,6 +157,7 @@ impl RealBackends {
             ("otel-collector:8889".to_owned(), format!("127.0.0.1:{}", collector_ports.prometheus)),
             ("otel-collector:8888".to_owned(), format!("127.0.0.1:{}", collector_ports.telemetry)),
             ("tempo:3200".to_owned(), format!("127.0.0.1:{tempo_http}")),
+            ("loki:3100".to_owned(), format!("127.0.0.1:{loki_http}")),
         ]);
         let prometheus_config = prometheus_config(&read_yaml("prometheus/prometheus.yml")?, &targets)?;
         let prometheus_file = write_yaml(dir.path(), "prometheus.yml", &prometheus_config)?;
@@ -187,6 +188,45 @@ impl RealBackends {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", self.collector_ports.otlp_grpc)),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "10000".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// Real Tempo alone with `tempo/tempo.yaml` (the rewrite of the module docs; its remote
+/// write goes nowhere), for a tier that only reads traces back: services export their
+/// spans to it directly.
+#[derive(Debug)]
+pub struct TempoOnly {
+    pub tempo: Backend,
+    /// Its OTLP/gRPC receiver port.
+    pub otlp_grpc: u16,
+    /// Its OTLP/HTTP receiver port.
+    pub otlp_http: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TempoOnly {
+    /// Starts Tempo and waits until it answers ready.
+    pub async fn start(tempo_bin: &Path) -> HarnessResult<Self> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let (http, grpc, otlp_grpc, otlp_http) = (free_port(), free_port(), free_port(), free_port());
+        let config = tempo_config(&dir.path().join("tempo"), http, grpc, otlp_grpc, otlp_http, free_port())?;
+        let mut tempo = backend("tempo", tempo_bin, http, "/ready", write_yaml(dir.path(), "tempo.yaml", &config)?);
+        tempo.start().await?;
+        Ok(Self { tempo, otlp_grpc, otlp_http, _dir: dir })
+    }
+
+    /// `OTEL_*` settings that send spans to this Tempo (OTLP/gRPC) and no logs or
+    /// metrics (Tempo takes neither).
+    pub fn export_env(&self) -> Vec<(String, String)> {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", self.otlp_grpc)),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+            ("OTEL_LOGS_EXPORTER", "none".to_owned()),
+            ("OTEL_METRICS_EXPORTER", "none".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -302,11 +342,15 @@ mod tests {
     #[test]
     fn only_scrape_targets_and_rule_paths_change_in_the_prometheus_config() {
         let original = read_yaml("prometheus/prometheus.yml").expect("prometheus.yml");
-        let targets: BTreeMap<String, String> =
-            [("otel-collector:8889", "a:1"), ("otel-collector:8888", "a:2"), ("tempo:3200", "a:3")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+        let targets: BTreeMap<String, String> = [
+            ("otel-collector:8889", "a:1"),
+            ("otel-collector:8888", "a:2"),
+            ("tempo:3200", "a:3"),
+            ("loki:3100", "a:4"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let rewritten = prometheus_config(&original, &targets).expect("rewrite");
         let (before, after) =
             (serde_yaml::to_string(&original).expect("yaml"), serde_yaml::to_string(&rewritten).expect("yaml"));
@@ -318,6 +362,7 @@ mod tests {
             ("    - otel-collector:8889", "    - a:1"),
             ("    - otel-collector:8888", "    - a:2"),
             ("    - tempo:3200", "    - a:3"),
+            ("    - loki:3100", "    - a:4"),
         ];
         assert_eq!(changed, expected);
         assert_eq!(before.lines().count(), after.lines().count(), "no key added or removed");

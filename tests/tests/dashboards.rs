@@ -28,6 +28,9 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
     let _history = stack.spawn_service("history-service", &[]).await.expect("history");
     let _bridge =
         stack.spawn_service("nats-trace-bridge", &[("OTEL_SERVICE_NAME", "nats-server")]).await.expect("bridge");
+    let receiver = stack.otlp.http_endpoint();
+    let _otlp_bridge =
+        stack.spawn_service("otlp-bridge", &[("BRIDGE_ENDPOINT", receiver.as_str())]).await.expect("otlp-bridge");
 
     // Traffic that makes every instrument record: allowed and denied logins, a retry, a
     // dead letter, history ok and refused, a hostile traceparent.
@@ -70,6 +73,9 @@ async fn every_dashboard_metric_is_exported_by_a_service_or_generated_from_spans
         "auth.request.duration",
         "history.request.duration",
         "process.uptime",
+        "otlp_bridge.messages",
+        "otlp_bridge.export.failures",
+        "otlp_bridge.breaker.open",
     ];
     let metrics = stack
         .otlp

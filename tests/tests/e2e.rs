@@ -117,7 +117,8 @@ async fn the_seed_scenarios_read_back_from_tempo_loki_prometheus_and_grafana() {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let url = format!(
-        "{prometheus}/api/v1/query_exemplars?query=traces_span_metrics_duration_milliseconds_bucket&start={}&end={now}",
+        "{prometheus}/api/v1/query_exemplars?query={}&start={}&end={now}",
+        stack_checks::EXEMPLAR_SERIES,
         now - 900
     );
     let exemplar_traces = poll(&format!("exemplars ({url})"), || async {

@@ -62,6 +62,12 @@ fn make_up_fails_with_ps_and_the_logs_of_every_service_that_is_not_healthy() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("did not become healthy within 5s"), "{text}");
     assert!(text.contains("the ps table"), "{text}");
+    // Each long step is announced with how long it may take.
+    assert!(text.contains("make up: building the images (the first time"), "{text}");
+    assert!(
+        text.contains("make up: starting the stack and waiting until every service is healthy (at most 5s"),
+        "{text}"
+    );
     for failing in ["keycloak", "auth-service"] {
         assert!(text.contains(&format!("log lines of {failing}")), "{failing} logs missing:\n{text}");
     }
@@ -73,23 +79,106 @@ fn make_up_fails_with_ps_and_the_logs_of_every_service_that_is_not_healthy() {
     assert!(calls.contains("up -d --wait --wait-timeout 5"), "{calls}");
 }
 
+#[test]
+fn make_up_ignores_a_compose_profiles_setting() {
+    let dir = sandbox();
+    let body =
+        format!("echo \"profiles=${{COMPOSE_PROFILES-unset}}\" >> \"{}/calls\"\n{COMPOSE_PS}", dir.path().display());
+    let compose = stub(dir.path(), "compose", &body);
+    let out = Command::new("bash")
+        .arg(dir.path().join("scripts/up.sh"))
+        .env("COMPOSE", &compose)
+        .env("COMPOSE_PROFILES", "demo")
+        .env("WAIT_TIMEOUT", "5")
+        .output()
+        .expect("up.sh");
+    let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
+    assert!(calls.contains("profiles=unset") && !calls.contains("profiles=demo"), "{calls}\n{}", text(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn make_up_waits_for_the_collector_health_endpoint() {
     let dir = sandbox();
     let compose = stub(dir.path(), "compose", "exit 0");
+    let out = up_with_a_ready_collector(dir.path(), &compose, 1).await;
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `scripts/up.sh` in `dir` with the stand-in `compose`, a collector health endpoint that
+/// answers ready, and `checks` crash-loop checks after it.
+async fn up_with_a_ready_collector(dir: &Path, compose: &Path, checks: u32) -> Output {
+    tokio::process::Command::new("bash")
+        .arg(dir.join("scripts/up.sh"))
+        .env("COMPOSE", compose)
+        .env("COLLECTOR_HEALTH_PORT", collector_ready().await.to_string())
+        .env("RUNNING_CHECKS", checks.to_string())
+        .output()
+        .await
+        .expect("up.sh")
+}
+
+/// Cluster profile: each collector gateway replica's health endpoint is probed from a
+/// container on its network; one that never answers fails make up with the gateways' logs.
+#[tokio::test(flavor = "multi_thread")]
+async fn make_up_probes_each_collector_gateway_replica() {
+    for (answering, fails) in [("172.18.0.7|172.18.0.8", false), ("172.18.0.7", true)] {
+        let dir = sandbox();
+        let compose_body = r#"case "$*" in
+  *"ps -q otel-gateway"*) printf 'gw1\ngw2\n' ;;
+  *logs*) echo "log lines of ${@: -1}" ;;
+esac"#;
+        let compose = stub(dir.path(), "compose", compose_body);
+        let docker_body = format!(
+            r#"case "$*" in
+  "inspect "*gw1) echo "chat_default 172.18.0.7" ;;
+  "inspect "*gw2) echo "chat_default 172.18.0.8" ;;
+  "run --rm --network chat_default --entrypoint wget nats:"*) [[ "${{@: -1}}" =~ http://({answering}):13133/ready ]] ;;
+  *) exit 3 ;;
+esac"#
+        );
+        let docker = stub(dir.path(), "docker", &docker_body);
+        let out = tokio::process::Command::new("bash")
+            .arg(dir.path().join("scripts/up.sh"))
+            .env("COMPOSE", &compose)
+            .env("DOCKER", &docker)
+            .env("GATEWAY_PROBES", "2")
+            .env("RUNNING_CHECKS", "1")
+            .env("COLLECTOR_HEALTH_PORT", collector_ready().await.to_string())
+            .output()
+            .await
+            .expect("up.sh");
+        let text = text(&out);
+        let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
+        assert!(calls.contains("http://172.18.0.7:13133/ready"), "{calls}");
+        assert!(calls.contains("http://172.18.0.8:13133/ready"), "every replica probed: {calls}");
+        if fails {
+            assert_eq!(out.status.code(), Some(1), "{text}");
+            assert!(text.contains("a collector gateway (172.18.0.8) did not answer"), "{text}");
+            assert!(text.contains("log lines of otel-gateway"), "{text}");
+        } else {
+            assert!(out.status.success(), "{text}");
+        }
+    }
+}
+
+/// The probe's image is the stack's nats image (already pulled, it has busybox wget).
+#[test]
+fn the_gateway_probe_uses_the_compose_nats_image() {
+    let up = std::fs::read_to_string(repo_file("scripts/up.sh")).expect("up.sh");
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_file("docker-compose.yml")).expect("compose"))
+            .expect("yaml");
+    let image = compose["services"]["nats"]["image"].as_str().expect("nats image");
+    assert!(up.contains(&format!("probe_image={image}\n")), "up.sh probes with {image}");
+}
+
+/// A collector health endpoint that answers ready, for as long as the test runs; its port.
+async fn collector_ready() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let app = axum::Router::new().route("/ready", axum::routing::get(|| async { "ok" }));
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let out = tokio::process::Command::new("bash")
-        .arg(dir.path().join("scripts/up.sh"))
-        .env("COMPOSE", &compose)
-        .env("COLLECTOR_HEALTH_PORT", port.to_string())
-        .output()
-        .await
-        .expect("up.sh");
-    assert!(out.status.success(), "{}", text(&out));
-    server.abort();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
 }
 
 /// The keygen output as `auth-service keygen` prints it.
@@ -119,6 +208,10 @@ fn make_keys_uses_docker_when_the_rust_toolchain_is_too_old() {
     let calls = std::fs::read_to_string(dir.path().join("calls")).expect("calls");
     assert!(calls.contains("docker build") && calls.contains("docker run --rm"), "{calls}");
     assert!(!calls.contains("cargo run"), "{calls}");
+    // The long build says so first and shows its own progress (no -q, not silenced).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("10-25 minutes the first time"), "{stderr}");
+    assert!(!calls.contains("build -q"), "{calls}");
 }
 
 #[test]
@@ -134,6 +227,8 @@ fn make_keys_never_leaves_a_partial_env_and_never_overwrites_one() {
         || Command::new("bash").arg(dir.path().join("scripts/keys.sh")).env("CARGO", &cargo).output().expect("keys.sh");
     let out = run();
     assert!(!out.status.success(), "a failed keygen fails make keys: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("make keys: building auth-service's keygen with cargo"), "{said}");
     let leftovers: Vec<String> = std::fs::read_dir(dir.path())
         .expect("dir")
         .flatten()
@@ -146,4 +241,23 @@ fn make_keys_never_leaves_a_partial_env_and_never_overwrites_one() {
     let out = run();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(dir.path().join(".env")).expect(".env"), "MINE=1\n", "never overwritten");
+}
+
+/// A container without a healthcheck (a cluster gateway) that crash-loops after `up
+/// --wait` counted it: make up fails with its logs; one-shot steps that exited 0 do not.
+#[tokio::test(flavor = "multi_thread")]
+async fn make_up_fails_when_a_container_without_a_healthcheck_crash_loops() {
+    let dir = sandbox();
+    let body = r#"case "$*" in
+  *ExitCode*) printf 'nats running 0\nstream-setup exited 0\notel-gateway restarting 1\notel-gateway running 0\n' ;;
+  *"--format"*) printf 'otel-gateway restarting \n' ;;
+  *logs*) echo "log lines of ${@: -1}" ;;
+esac"#;
+    let compose = stub(dir.path(), "compose", body);
+    let out = up_with_a_ready_collector(dir.path(), &compose, 2).await;
+    let text = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("not running: otel-gateway"), "{text}");
+    assert!(text.contains("log lines of otel-gateway"), "{text}");
+    assert!(!text.contains("stream-setup"), "a one-shot step that exited 0 is fine: {text}");
 }

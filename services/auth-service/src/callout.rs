@@ -16,10 +16,11 @@ use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Context, KeyValue, global};
 use serde_json::{Value, json};
-use telemetry::{MessageRef, Messaging, Traced, record_failure};
+use telemetry::messaging::{MessageRef, Messaging, Traced, record_failure};
 
+use crate::denial::Denial;
 use crate::nats_jwt::{decode_server_signed, encode, now};
-use crate::oidc::{Denial, Validator};
+use crate::oidc::Validator;
 use crate::permissions::{Grant, Permissions};
 
 /// Longest session a user JWT grants, whatever the token's `exp` says.
@@ -150,7 +151,7 @@ impl Callout {
     }
 
     /// `jwt.validate` then `permissions.map`; the failing step's span carries the denial.
-    fn decide(&self, request: &Request) -> Result<(String, Grant, u64), Denial> {
+    fn decide(&self, request: &Request) -> Result<Admission, Denial> {
         let validate = self.spans.internal("jwt.validate");
         let claims = validate.in_scope(|| self.validator.validate(&request.token)).inspect_err(|denial| {
             record_failure(&validate, denial.reason(), &denial.to_string());
@@ -171,19 +172,19 @@ impl Callout {
         // The session ends when the token does, but within a day: NATS reads `exp` as a
         // signed 64-bit number, and an issuer's far-future `exp` (year 10^10, or past
         // i64::MAX) once gave a user JWT that expired at once.
-        Ok((user, grant?, claims.exp.min(now() + MAX_SESSION_SECS)))
+        Ok(Admission { user, grant: grant?, expires: claims.exp.min(now() + MAX_SESSION_SECS) })
     }
 
     /// The signed (and, when the server sent its xkey, sealed) authorization response.
-    fn response(&self, request: &Request, decision: Result<(String, Grant, u64), Denial>) -> Result<Bytes, String> {
+    fn response(&self, request: &Request, decision: Result<Admission, Denial>) -> Result<Bytes, String> {
         let mut nats = json!({ "type": "authorization_response", "version": 2 });
         match decision {
-            Ok((user, grant, exp)) => {
+            Ok(Admission { user, grant, expires }) => {
                 let user_claims = json!({
                     "sub": request.user_nkey,
                     "aud": self.target_account,
                     "name": user,
-                    "exp": exp,
+                    "exp": expires,
                     "nats": {
                         "pub": { "allow": grant.publish },
                         "sub": { "allow": grant.subscribe },
@@ -205,6 +206,14 @@ impl Callout {
             _ => Ok(Bytes::from(jwt)),
         }
     }
+}
+
+/// A login let in: who, with which permissions, until when (Unix seconds).
+#[derive(Debug)]
+struct Admission {
+    user: String,
+    grant: Grant,
+    expires: u64,
 }
 
 /// Opens the sealed request (if sealed) and checks it comes from a server and is for us.

@@ -4,25 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use service_kit::NatsArgs;
-use telemetry::{HealthArgs, Secret};
+use service_kit::health::HealthArgs;
+use telemetry::policy::Secret;
 
-/// Command line.
-#[derive(Debug, clap::Parser)]
-#[command(name = "auth-service", version, about = "NATS auth callout: OIDC access token -> NATS user JWT")]
-pub struct Cli {
-    /// What to do (default: serve the callout).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Service settings.
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
+/// auth-service's own subcommand (besides `healthcheck`).
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
 pub enum Command {
-    /// Probe a running service's /readyz (exit 0 when ready); for container healthchecks.
-    Healthcheck,
     /// Print fresh key material and passwords as .env lines (used by `make keys`).
     Keygen,
 }
@@ -72,4 +59,10 @@ pub struct Config {
     /// Health endpoints.
     #[command(flatten)]
     pub health: HealthArgs,
+}
+
+impl service_kit::ServiceConfig for Config {
+    fn health(&self) -> &HealthArgs {
+        &self.health
+    }
 }

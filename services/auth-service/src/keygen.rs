@@ -22,7 +22,7 @@ pub fn env_file() -> String {
          AUTH_XKEY_PUBLIC_KEY={}\nAUTH_XKEY_SEED={}\n\
          # Passwords of the service users, which bypass the callout.\n\
          NATS_AUTH_PASSWORD={}\nNATS_PERSIST_PASSWORD={}\nNATS_SETUP_PASSWORD={}\nNATS_HISTORY_PASSWORD={}\n\
-         NATS_TRACER_PASSWORD={}\n\
+         NATS_TRACER_PASSWORD={}\nNATS_OTLP_BRIDGE_PASSWORD={}\n\
          # Cluster profile: the password NATS nodes authenticate their routes with (nats/cluster.conf).\n\
          NATS_ROUTE_PASSWORD={}\n\
          # Compose stack: database, Grafana admin, Keycloak admin, and the demo users' password.\n\
@@ -31,6 +31,7 @@ pub fn env_file() -> String {
         seed(account.seed()),
         xkey.public_key(),
         seed(xkey.seed()),
+        password(),
         password(),
         password(),
         password(),

@@ -5,18 +5,20 @@
 //!
 //! Layout: [`config`], [`keygen`] (fresh keys for `.env`), `nats_jwt` (NATS JWT signing
 //! and verification), `jwks` (the issuer's keys, refreshed in the background), `oidc`
-//! (token validation), `permissions` (role map), `callout` (one request, traced).
+//! (token validation), `denial` (why a login is refused), `permissions` (role map),
+//! `callout` (one request, traced).
 
 pub mod config;
 pub mod keygen;
 
 mod callout;
+mod denial;
 mod jwks;
 mod nats_jwt;
 mod oidc;
 mod permissions;
 
-pub use config::{Cli, Command, Config};
+pub use config::{Command, Config};
 pub use permissions::PermissionsError;
 
 use std::future::Future;
@@ -82,14 +84,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let checks = {
         let validator = Arc::clone(&validator);
-        move |health: telemetry::Health| {
+        move |health: service_kit::health::Health| {
             health.with_check("jwks", move || {
                 let loaded = validator.is_loaded();
                 async move { if loaded { Ok(()) } else { Err("JWKS not loaded yet".to_owned()) } }
             })
         }
     };
-    let spans = telemetry::Messaging::new("auth-service", &config.nats.peer());
+    let spans = telemetry::messaging::Messaging::new("auth-service", &config.nats.peer());
     let result =
         service_kit::serve("auth-service", &config.nats, config.health.health_addr, checks, |client| async move {
             // A queue group: with several instances, each request goes to one of them.
@@ -103,7 +105,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
                 config.target_account.clone(),
                 spans,
             ));
-            let issuers: Vec<String> = config.oidc_issuer.iter().map(|i| telemetry::redact_url(i)).collect();
+            let issuers: Vec<String> = config.oidc_issuer.iter().map(|i| telemetry::policy::redact_url(i)).collect();
             tracing::info!(subject = callout::AUTH_SUBJECT, ?issuers, "answering the auth callout");
             requests
                 .take_until(shutdown)

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use auth_service::{Cli, Command};
-use clap::Parser;
+use auth_service::Command;
 
 // See persist-worker's main: spans are freed on another thread than the one that made them.
 #[global_allocator]
@@ -11,15 +10,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Healthcheck) => telemetry::healthcheck(cli.config.health.health_addr).await,
-        Some(Command::Keygen) => {
-            print!("{}", auth_service::keygen::env_file());
-            ExitCode::SUCCESS
-        }
-        None => {
-            telemetry::run_service(telemetry::service_info!(), |shutdown| auth_service::run(cli.config, shutdown)).await
-        }
-    }
+    let binary = service_kit::binary!("NATS auth callout: OIDC access token -> NATS user JWT");
+    service_kit::main_with(binary, auth_service::run, async |Command::Keygen, _config| {
+        print!("{}", auth_service::keygen::env_file());
+        ExitCode::SUCCESS
+    })
+    .await
 }

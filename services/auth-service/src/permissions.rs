@@ -8,7 +8,7 @@ use std::path::Path;
 use chat_protocol::validate_name;
 use serde::Deserialize;
 
-use crate::oidc::Denial;
+use crate::denial::Denial;
 
 const DEFAULT: &str = include_str!("../permissions.json");
 

@@ -4,7 +4,7 @@
 use async_nats::HeaderMap;
 use chat_protocol::{HISTORY_TEMPLATE, HistoryReply, HistoryRequest, history_subject};
 use serde_json::json;
-use telemetry::{MessageRef, Messaging, Peer, record_failure};
+use telemetry::messaging::{MessageRef, Messaging, Peer, record_failure};
 
 use crate::links::trace_url;
 use crate::output::{Output, printable};

@@ -1,11 +1,12 @@
 //! chat-cli plays the chat front end: every command starts (or continues) a trace,
 //! prints its trace id with a Grafana link, and exits non-zero on failure.
 //!
-//! Layout: `connect` (NATS connection and errors), `send` (JetStream publish with trace
+//! Layout: `error` (what went wrong, exit codes), `connect` (NATS connection), `send` (JetStream publish with trace
 //! context), `history` (traced request/reply), `links` (Grafana URLs), `output`, `trace`
-//! (a trace from Tempo as a tree).
+//! (a trace from Tempo as a tree), `tui` (the terminal trace explorer).
 
 mod connect;
+mod error;
 mod history;
 mod links;
 mod load;
@@ -14,12 +15,19 @@ mod output;
 mod send;
 mod tail;
 mod trace;
+mod tui;
 
 use std::time::Duration;
 
-use telemetry::Secret;
+use telemetry::policy::Secret;
 
-pub use connect::CliError;
+pub use error::CliError;
+
+/// For `benches/tui.rs` only: not part of the CLI's interface.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::tui::bench::waterfall_frame;
+}
 
 /// Command line.
 #[derive(Debug, clap::Parser)]
@@ -74,6 +82,23 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Print a trace as a tree, read from Tempo (no NATS needed).
     Trace(trace::TraceArgs),
+    /// Terminal trace explorer: a room's live messages with their fate, recent traces
+    /// (TraceQL), a live waterfall.
+    ///
+    /// Keys: q (or Esc) quit; T messages <-> traces; j/k or arrows move; Enter open the
+    /// trace as a waterfall; s the selected span's attributes and events; r related (the
+    /// trace's messages, attempts and dead letter); t copy the trace id (OSC 52); o open
+    /// it in Grafana; / type a TraceQL query; Ctrl+T filter by a trace id; e errors only;
+    /// f cycle the service; d cycle "slower than"; c clear the filters. Esc closes the
+    /// waterfall or a prompt.
+    Tui(tui::TuiArgs),
+}
+
+impl Cli {
+    /// The terminal UI owns the screen: no log lines on it.
+    pub fn is_tui(&self) -> bool {
+        matches!(self.command, Command::Tui(_))
+    }
 }
 
 /// Runs one command.
@@ -83,15 +108,20 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Trace(args) => return trace::trace(args, cli.json).await,
         _ => {}
     }
-    let tokens = login::TokenSource::new(&cli).await?;
-    let (client, server_errors) = connect::connect(&cli, tokens).await?;
+    let tokens = login::TokenSource::new(&cli).await;
+    if let Command::Tui(args) = &cli.command {
+        // Without NATS the TUI still explores traces: the status line says why.
+        let connection = async { connect::connect(&cli, tokens?).await.map(|(client, _)| client) };
+        return tui::tui(connection.await, &cli, args).await;
+    }
+    let (client, server_errors) = connect::connect(&cli, tokens?).await?;
     let out = output::Output::new(cli.json, &cli.grafana_url);
     let result = match &cli.command {
         Command::Send(args) => send::send(&client, &cli, args, &out).await,
         Command::History(args) => history::history(&client, &cli, args, &out).await,
         Command::Tail(args) => tail::tail(&client, &cli, args, &out).await,
         Command::Load(args) => load::load(&client, &cli, args).await,
-        Command::Login(_) | Command::Trace(_) => Ok(()),
+        Command::Login(_) | Command::Trace(_) | Command::Tui(_) => Ok(()),
     };
     let _ = client.flush().await;
     // A refused publish or subscribe only shows up as a timeout; say what really happened.

@@ -9,7 +9,7 @@ pub(crate) fn trace_url(grafana: &str, trace_id: &str) -> String {
 }
 
 /// Percent-encodes everything but unreserved URL characters (RFC 3986).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chat_protocol::{ChatMessage, DemoFault, message_subject};
 use serde_json::json;
-use telemetry::{Messaging, Peer};
+use telemetry::messaging::{Messaging, Peer};
 use tokio::task::JoinSet;
 
 use crate::send::{PublishOptions, Sent, new_message_id, now_ms, publish_one};

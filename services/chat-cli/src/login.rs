@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use telemetry::Secret;
+use telemetry::policy::Secret;
 
 use crate::{Cli, CliError};
 
@@ -58,8 +58,7 @@ fn write_cache(tokens: &Tokens) -> Result<PathBuf, CliError> {
     let path =
         cache_path().ok_or_else(|| CliError::Invalid("no cache directory (set HOME or XDG_CACHE_HOME)".into()))?;
     let text = serde_json::to_string(tokens).map_err(|e| CliError::Invalid(e.to_string()))?;
-    write_private(&path, &text)
-        .map_err(|e| CliError::Invalid(format!("cannot cache the token in {}: {e}", path.display())))?;
+    write_private(&path, &text).map_err(|source| CliError::Io { path: path.display().to_string(), source })?;
     Ok(path)
 }
 
@@ -154,7 +153,7 @@ impl Endpoint {
     }
 
     async fn post(&self, form: &[(&str, &str)]) -> Result<Tokens, CliError> {
-        let shown = telemetry::redact_url(&self.url);
+        let shown = telemetry::policy::redact_url(&self.url);
         let response = reqwest::Client::new()
             .post(&self.url)
             .form(form)
@@ -165,7 +164,7 @@ impl Endpoint {
         if !response.status().is_success() {
             return Err(CliError::LoginRefused { user: self.user.clone(), status: response.status().to_string() });
         }
-        response.json().await.map_err(|e| CliError::Nats(format!("unreadable token response: {}", e.without_url())))
+        response.json().await.map_err(|e| CliError::Http(format!("unreadable token response: {}", e.without_url())))
     }
 }
 

@@ -11,10 +11,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = chat_cli::Cli::parse();
-    // stdout carries the results (and --json); log lines go to stderr.
+    // stdout carries the results (and --json); log lines go to stderr, or nowhere while
+    // the terminal UI owns the screen (they still go over OTLP).
+    let log_lines = if cli.is_tui() { telemetry::LogLines::Off } else { telemetry::LogLines::Stderr };
     let service = telemetry::ServiceInfo {
         default_log_filter: "warn",
-        log_to_stderr: true,
+        log_lines,
         process_metrics: false,
         ..telemetry::service_info!()
     };

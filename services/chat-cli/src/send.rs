@@ -9,7 +9,8 @@ use async_nats::jetstream::publish::PublishAck;
 use chat_protocol::{ChatMessage, DemoFault, MESSAGE_TEMPLATE, message_subject};
 use futures::StreamExt as _;
 use serde_json::json;
-use telemetry::{MessageRef, Messaging, Peer, Traced, extract_context, record_failure};
+use telemetry::messaging::{MessageRef, Messaging, Peer, Traced, record_failure};
+use telemetry::propagation::extract_context;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::output::Output;
@@ -152,7 +153,7 @@ pub(crate) async fn publish_one(
         let value = traceparent
             .parse::<async_nats::HeaderValue>()
             .map_err(|_| CliError::Invalid("bad --traceparent".into()))?;
-        headers.insert(telemetry::TRACEPARENT, value);
+        headers.insert(telemetry::propagation::TRACEPARENT, value);
         let _ = caller.set_parent(extract_context(Some(&headers)));
     }
     let span = caller.in_scope(|| {

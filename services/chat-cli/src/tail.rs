@@ -5,7 +5,7 @@
 use chat_protocol::{ChatMessage, MESSAGE_TEMPLATE, parse_message_subject, validate_name};
 use futures::StreamExt as _;
 use serde_json::json;
-use telemetry::{MessageRef, Messaging, Peer};
+use telemetry::messaging::{MessageRef, Messaging, Peer};
 
 use crate::output::{Output, printable};
 use crate::{Cli, CliError};
@@ -35,40 +35,16 @@ pub(crate) async fn tail(
     eprintln!("tailing {subject} (Ctrl-C to stop)");
     let spans = Messaging::new("chat-cli", &Peer::from_url(&cli.nats_url));
     let mut seen = 0;
-    let stop = telemetry::shutdown_signal();
+    let stop = service_kit::health::shutdown_signal();
     tokio::pin!(stop);
     while args.count.is_none_or(|n| seen < n) {
         let message = tokio::select! {
             () = &mut stop => break,
             next = messages.next() => match next { Some(m) => m, None => break },
         };
-        // A publisher may use literal `*` or `>` as its room or user token: not a chat
-        // message, ignored (the worker dead-letters it).
-        let Ok((_, user)) = parse_message_subject(&message.subject) else {
-            eprintln!("ignored a message on an invalid subject");
-            continue;
-        };
-        let user = user.to_owned();
-        // Headers the NATS client could not read: the message arrives without them (no
-        // trace context), shown with a note.
-        if let Some(reason) = telemetry::nats::unreadable(&message) {
-            eprintln!("a message from {user} had headers that could not be read ({reason}); shown without them");
-        }
+        let Some(received) = receive(&spans, &message) else { continue };
         seen += 1;
-        let span = spans.process(
-            &MessageRef {
-                subject: &message.subject,
-                template: MESSAGE_TEMPLATE,
-                message_id: None,
-                body_size: message.payload.len(),
-            },
-            message.headers.as_ref(),
-            None,
-            "chat-cli",
-        );
-        let trace_id = span.span_context().trace_id().to_string();
-        let text =
-            ChatMessage::decode(&message.payload).map(|m| m.text).unwrap_or_else(|e| format!("<{}>", e.reason()));
+        let Received { user, text, trace_id, span } = received;
         span.in_scope(|| {
             out.result(
                 &format!("{user}: {}", printable(&text)),
@@ -79,4 +55,43 @@ pub(crate) async fn tail(
         span.end();
     }
     Ok(())
+}
+
+/// A chat message as `tail` and the TUI show it, with its open CONSUMER span.
+pub(crate) struct Received {
+    pub(crate) user: String,
+    /// The text as sent (print it with `printable`), or `<why it is unreadable>`.
+    pub(crate) text: String,
+    /// The sender's trace id.
+    pub(crate) trace_id: String,
+    /// `process chat.msg.*.*`, parented to the sender's span; the caller ends it.
+    pub(crate) span: telemetry::messaging::Traced,
+}
+
+/// Reads one delivery of `chat.msg.<room>.*`. A publisher may use literal `*` or `>` as
+/// its room or user token: not a chat message, ignored (`None`; the worker dead-letters
+/// it). Headers the NATS client could not read: the message arrives without them (no
+/// trace context), said on stderr.
+pub(crate) fn receive(spans: &Messaging, message: &async_nats::Message) -> Option<Received> {
+    let Ok((_, user)) = parse_message_subject(&message.subject) else {
+        tracing::warn!("ignored a message on an invalid subject");
+        return None;
+    };
+    if let Some(reason) = telemetry::nats::unreadable(message) {
+        tracing::warn!(%reason, "a message had headers that could not be read; shown without them");
+    }
+    let span = spans.process(
+        &MessageRef {
+            subject: &message.subject,
+            template: MESSAGE_TEMPLATE,
+            message_id: None,
+            body_size: message.payload.len(),
+        },
+        message.headers.as_ref(),
+        None,
+        "chat-cli",
+    );
+    let trace_id = span.span_context().trace_id().to_string();
+    let text = ChatMessage::decode(&message.payload).map(|m| m.text).unwrap_or_else(|e| format!("<{}>", e.reason()));
+    Some(Received { user: user.to_owned(), text, trace_id, span })
 }

@@ -45,8 +45,24 @@ pub(crate) struct Span {
     pub(crate) end_ns: u64,
     pub(crate) error: Option<String>,
     pub(crate) redelivered: bool,
-    /// (name, time) of each event.
-    pub(crate) events: Vec<(String, u64)>,
+    /// Every attribute, its value as text, in the order Tempo gave them.
+    pub(crate) attributes: Vec<(String, String)>,
+    pub(crate) events: Vec<Event>,
+}
+
+/// One span event (`ack`, `nak`, `term`, `exception`, a NATS hop step).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Event {
+    pub(crate) name: String,
+    pub(crate) at_ns: u64,
+    pub(crate) attributes: Vec<(String, String)>,
+}
+
+impl Span {
+    /// An attribute's value as text.
+    pub(crate) fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Prints the trace `args.trace_id` from Tempo.
@@ -59,7 +75,7 @@ pub(crate) async fn trace(args: &TraceArgs, json_output: bool) -> Result<(), Cli
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| CliError::Nats(format!("HTTP client: {e}")))?;
+        .map_err(|e| CliError::Http(format!("HTTP client: {e}")))?;
     let deadline = Instant::now() + args.wait;
     let spans = loop {
         let spans = fetch(&http, &url).await?;
@@ -77,8 +93,10 @@ pub(crate) async fn trace(args: &TraceArgs, json_output: bool) -> Result<(), Cli
     Ok(())
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<Span>, CliError> {
-    let unreachable = |e: reqwest::Error| CliError::Nats(format!("cannot read {url}: {e} (is Tempo running?)"));
+/// The spans Tempo has for the trace at `url` (`.../api/v2/traces/<id>`); none while it
+/// does not know the id.
+pub(crate) async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<Span>, CliError> {
+    let unreachable = |e: reqwest::Error| CliError::Http(format!("cannot read {url}: {e} (is Tempo running?)"));
     let response = http.get(url).send().await.map_err(unreachable)?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_FOUND {
@@ -86,7 +104,7 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<Span>, CliError>
     }
     let body: Value = response.json().await.map_err(unreachable)?;
     if !status.is_success() {
-        return Err(CliError::Nats(format!("Tempo answered {status} for {url}")));
+        return Err(CliError::Http(format!("Tempo answered {status} for {url}")));
     }
     Ok(decode(&body))
 }
@@ -112,11 +130,16 @@ pub(crate) fn decode(body: &Value) -> Vec<Span> {
                 end_ns: number(&span["endTimeUnixNano"]),
                 error,
                 redelivered: attribute(&span["attributes"], "messaging.message_redelivered").as_deref() == Some("true"),
+                attributes: attributes(&span["attributes"]),
                 events: span["events"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|e| (e["name"].as_str().unwrap_or_default().to_owned(), number(&e["timeUnixNano"])))
+                    .map(|e| Event {
+                        name: e["name"].as_str().unwrap_or_default().to_owned(),
+                        at_ns: number(&e["timeUnixNano"]),
+                        attributes: attributes(&e["attributes"]),
+                    })
                     .collect(),
             });
         }
@@ -124,31 +147,45 @@ pub(crate) fn decode(body: &Value) -> Vec<Span> {
     spans
 }
 
-/// The tree, one line per span and event: depth-first, children by start time. A span
-/// whose parent is not in the trace (the caller's, or not arrived yet) is a root.
-pub(crate) fn render(spans: &[Span], json_output: bool) -> Vec<String> {
+/// The spans depth-first, as (index into `spans`, depth), children by start time. A
+/// span whose parent is not in the trace (the caller's, or not arrived yet) is a root.
+pub(crate) fn tree_order(spans: &[Span]) -> Vec<(usize, usize)> {
     let known: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
-    let mut children: BTreeMap<Option<&str>, Vec<&Span>> = BTreeMap::new();
-    for span in spans {
+    let mut children: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
+    for (i, span) in spans.iter().enumerate() {
         let parent = span.parent_id.as_deref().filter(|p| known.contains(p));
-        children.entry(parent).or_default().push(span);
+        children.entry(parent).or_default().push(i);
     }
     for list in children.values_mut() {
-        list.sort_by_key(|s| (s.start_ns, s.end_ns));
+        list.sort_by_key(|&i| (spans[i].start_ns, spans[i].end_ns));
     }
+    let mut order = Vec::with_capacity(spans.len());
+    let mut stack: Vec<(usize, usize)> = children.get(&None).into_iter().flatten().rev().map(|&i| (i, 0)).collect();
+    while let Some((i, depth)) = stack.pop() {
+        order.push((i, depth));
+        if let Some(list) = children.get(&Some(spans[i].span_id.as_str())) {
+            stack.extend(list.iter().rev().map(|&child| (child, depth + 1)));
+        }
+    }
+    order
+}
+
+/// The tree, one line per span and event ([`tree_order`]).
+pub(crate) fn render(spans: &[Span], json_output: bool) -> Vec<String> {
     let origin = spans.iter().map(|s| s.start_ns).min().unwrap_or_default();
     let mut lines = Vec::new();
-    let mut stack: Vec<(&Span, usize)> = children.get(&None).into_iter().flatten().rev().map(|s| (*s, 0)).collect();
-    while let Some((span, depth)) = stack.pop() {
+    for (i, depth) in tree_order(spans) {
+        let span = &spans[i];
         lines.push(if json_output { json_line(span, depth, origin) } else { text_line(span, depth, origin) });
         if !json_output {
             let indent = "  ".repeat(depth + 1);
-            for (name, at) in &span.events {
-                lines.push(format!("{indent}· {} +{}", printable(name), millis(at.saturating_sub(origin))));
+            for event in &span.events {
+                lines.push(format!(
+                    "{indent}· {} +{}",
+                    printable(&event.name),
+                    millis(event.at_ns.saturating_sub(origin))
+                ));
             }
-        }
-        if let Some(list) = children.get(&Some(span.span_id.as_str())) {
-            stack.extend(list.iter().rev().map(|s| (*s, depth + 1)));
         }
     }
     lines
@@ -185,12 +222,12 @@ fn json_line(span: &Span, depth: usize, origin: u64) -> String {
         "duration_ms": (span.end_ns.saturating_sub(span.start_ns)) as f64 / 1e6,
         "error": span.error,
         "redelivered": span.redelivered,
-        "events": span.events.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        "events": span.events.iter().map(|e| &e.name).collect::<Vec<_>>(),
     })
     .to_string()
 }
 
-fn millis(ns: u64) -> String {
+pub(crate) fn millis(ns: u64) -> String {
     format!("{:.1}ms", ns as f64 / 1e6)
 }
 
@@ -205,7 +242,16 @@ fn number(value: &Value) -> u64 {
 
 /// An attribute's value as text (`stringValue`, `boolValue`, `intValue`, `doubleValue`).
 fn attribute(list: &Value, key: &str) -> Option<String> {
-    let value = &list.as_array()?.iter().find(|kv| kv["key"] == key)?["value"];
+    value_text(&list.as_array()?.iter().find(|kv| kv["key"] == key)?["value"])
+}
+
+/// Every attribute of an OTLP JSON list whose value is a scalar, as text.
+fn attributes(list: &Value) -> Vec<(String, String)> {
+    let pairs = list.as_array().into_iter().flatten();
+    pairs.filter_map(|kv| Some((kv["key"].as_str()?.to_owned(), value_text(&kv["value"])?))).collect()
+}
+
+fn value_text(value: &Value) -> Option<String> {
     ["stringValue", "boolValue", "intValue", "doubleValue"].iter().find_map(|kind| match &value[*kind] {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,

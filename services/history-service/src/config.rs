@@ -1,7 +1,7 @@
 //! Settings, from flags or environment variables (`history-service --help` lists them).
 
+use service_kit::health::HealthArgs;
 use service_kit::{DbArgs, NatsArgs};
-use telemetry::HealthArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -14,4 +14,10 @@ pub struct Config {
     /// Health endpoints.
     #[command(flatten)]
     pub health: HealthArgs,
+}
+
+impl service_kit::ServiceConfig for Config {
+    fn health(&self) -> &HealthArgs {
+        &self.health
+    }
 }

@@ -11,7 +11,7 @@ use chat_protocol::{
 };
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::{KeyValue, global};
-use telemetry::{MessageRef, Messaging, record_failure};
+use telemetry::messaging::{MessageRef, Messaging, record_failure};
 
 use crate::query::History;
 

@@ -39,16 +39,21 @@ const CONCURRENT_REQUESTS: usize = 64;
 /// Serves history requests until `shutdown` completes, then finishes those in flight.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let history = query::History::new(config.db.pool()?);
+    // Ready only once the server knows the endpoint: before that a request finds no
+    // responder (a test that sent one right after /readyz said 200 saw exactly that).
+    let answering = service_kit::health::Flag::default();
     let checks = {
-        let history = history.clone();
-        move |health: telemetry::Health| {
-            health.with_check("database", move || {
-                let history = history.clone();
-                async move { history.ping().await }
-            })
+        let (history, answering) = (history.clone(), answering.clone());
+        move |health: service_kit::health::Health| {
+            health
+                .with_check("database", move || {
+                    let history = history.clone();
+                    async move { history.ping().await }
+                })
+                .with_flag("endpoint", answering, "not subscribed to chat.history.* yet")
         }
     };
-    let spans = telemetry::Messaging::new("history-service", &config.nats.peer());
+    let spans = telemetry::messaging::Messaging::new("history-service", &config.nats.peer());
     service_kit::serve("history-service", &config.nats, config.health.health_addr, checks, |client| async move {
         let service = client
             .service_builder()
@@ -64,6 +69,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .await
             .map_err(|e| Error::Service(e.to_string()))?;
         let handler = Arc::new(handler::Handler::new(history, spans));
+        // The subscription reaches the server with the next flush; then requests find us.
+        // Not awaited here: with NATS away the flush waits, and so must not the shutdown.
+        let flushed = client.clone();
+        tokio::spawn(async move {
+            while flushed.flush().await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            answering.set(true);
+        });
         tracing::info!(subject = chat_protocol::HISTORY_TEMPLATE, "answering history requests");
         endpoint
             .take_until(shutdown)

@@ -9,7 +9,7 @@ use chat_protocol::StoredMessage;
 use opentelemetry::KeyValue;
 use service_kit::Db;
 use sqlx::Row as _;
-use telemetry::{Statement, record_db_failure};
+use telemetry::db::{Statement, record_db_failure};
 use time::format_description::well_known::Rfc3339;
 
 /// The query failed.
@@ -54,8 +54,7 @@ impl History {
         let rows = match rows {
             Ok(rows) => rows,
             Err(error) => {
-                let sqlstate = error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
-                record_db_failure(&span, sqlstate.as_deref(), "db_error", &error.to_string());
+                record_db_failure(&span, service_kit::sqlstate(&error).as_deref(), "db_error", &error.to_string());
                 span.end();
                 return Err(error.into());
             }

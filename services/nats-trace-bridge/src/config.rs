@@ -1,7 +1,7 @@
 //! Settings, from flags or environment variables (`nats-trace-bridge --help`).
 
 use service_kit::NatsArgs;
-use telemetry::HealthArgs;
+use service_kit::health::HealthArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -15,4 +15,10 @@ pub struct Config {
     /// Health endpoints.
     #[command(flatten)]
     pub health: HealthArgs,
+}
+
+impl service_kit::ServiceConfig for Config {
+    fn health(&self) -> &HealthArgs {
+        &self.health
+    }
 }

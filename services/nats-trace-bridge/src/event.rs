@@ -8,6 +8,7 @@
 //!            {"type":"eg","ts":"…Z","kind":0,"cid":16,"name":"chat-cli","sub":"chat.msg.general.*"}]}
 //! ```
 
+use std::collections::BTreeMap;
 use std::str::FromStr as _;
 use std::time::SystemTime;
 
@@ -17,27 +18,123 @@ use chat_protocol::{DLQ_TEMPLATE, HISTORY_TEMPLATE, MESSAGE_TEMPLATE, parse_hist
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Who received the message in an egress step: the client's kind (`client`, `router`,
-/// `gateway`, `system`, `leaf`, `jetstream`, `account`, as nats-server numbers them), its
-/// name (the kind when the client gave none), its subscription and its account (the server
-/// omits `acc` when it is the publisher's, `ingress_account`).
-fn egress_attributes(step: &Value, ingress_account: &str) -> Vec<KeyValue> {
-    const KINDS: [&str; 7] = ["client", "router", "gateway", "system", "leaf", "jetstream", "account"];
-    let kind = step["kind"].as_u64().and_then(|k| KINDS.get(k as usize)).copied().unwrap_or("unknown");
-    let name = Some(text(&step["name"])).filter(|n| !n.is_empty()).unwrap_or_else(|| kind.to_owned());
-    let account = Some(text(&step["acc"])).filter(|a| !a.is_empty()).unwrap_or_else(|| ingress_account.to_owned());
-    vec![
-        KeyValue::new("nats.client.kind", kind),
-        KeyValue::new("nats.client.id", step["cid"].as_i64().unwrap_or_default()),
-        KeyValue::new("nats.client.name", name),
-        KeyValue::new("nats.subscription", text(&step["sub"])),
-        KeyValue::new("nats.queue", text(&step["queue"])),
-        KeyValue::new("nats.account", account),
-    ]
+/// A trace event as nats-server publishes it (the fields the span uses).
+#[derive(Debug, Deserialize)]
+struct TraceEvent {
+    server: Server,
+    #[serde(default)]
+    request: Request,
+    events: Vec<Step>,
+    #[serde(default)]
+    hops: Option<i64>,
+}
+
+/// The server that traced the message.
+#[derive(Debug, Default, Deserialize)]
+struct Server {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    ver: String,
+}
+
+/// The traced message: its headers (the producer's trace context) and size.
+#[derive(Debug, Default, Deserialize)]
+struct Request {
+    #[serde(default)]
+    header: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    msgsize: Option<i64>,
+}
+
+/// One step of the message through the server: `in` (ingress), `js` (JetStream store),
+/// `eg` (egress), `sm` (subject mapping), `se` (stream export), `si` (service import);
+/// which fields are set depends on the type. Fields of types this bridge does not know
+/// are kept, to be shown raw.
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct Step {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<String>,
+    /// The client's kind as nats-server numbers it (egress and ingress).
+    #[serde(rename = "kind", default, skip_serializing_if = "Option::is_none")]
+    client_kind: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cid: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    acc: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    subj: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    sub: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    queue: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    stream: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    subject: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    to: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    error: String,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+impl Step {
+    fn at(&self) -> Option<SystemTime> {
+        OffsetDateTime::parse(self.ts.as_deref()?, &Rfc3339).ok().map(SystemTime::from)
+    }
+
+    /// The span event for this step: its name and attributes.
+    fn span_event(&self, ingress_account: &str) -> (String, Vec<KeyValue>) {
+        match self.kind.as_str() {
+            "in" => ("ingress".to_owned(), vec![KeyValue::new("nats.client.name", self.name.clone())]),
+            "js" => (
+                "jetstream.store".to_owned(),
+                vec![
+                    KeyValue::new("nats.stream", self.stream.clone()),
+                    KeyValue::new("nats.subject", self.subject.clone()),
+                ],
+            ),
+            "eg" => ("egress".to_owned(), self.egress_attributes(ingress_account)),
+            "sm" => ("subject.mapping".to_owned(), vec![KeyValue::new("nats.mapped_to", self.to.clone())]),
+            "se" => ("stream.export".to_owned(), vec![KeyValue::new("nats.account", self.acc.clone())]),
+            "si" => ("service.import".to_owned(), vec![KeyValue::new("nats.account", self.acc.clone())]),
+            other => {
+                let raw = serde_json::to_string(self).unwrap_or_default();
+                let raw: String = raw.chars().take(MAX_RAW_EVENT).collect();
+                (format!("nats.{other}"), vec![KeyValue::new("nats.event", raw)])
+            }
+        }
+    }
+
+    /// Who received the message in an egress step: the client's kind (`client`, `router`,
+    /// `gateway`, `system`, `leaf`, `jetstream`, `account`, as nats-server numbers them),
+    /// its name (the kind when the client gave none), its subscription and its account
+    /// (the server omits `acc` when it is the publisher's, `ingress_account`).
+    fn egress_attributes(&self, ingress_account: &str) -> Vec<KeyValue> {
+        const KINDS: [&str; 7] = ["client", "router", "gateway", "system", "leaf", "jetstream", "account"];
+        let kind = self.client_kind.and_then(|k| KINDS.get(k as usize)).copied().unwrap_or("unknown");
+        let or = |value: &str, default: &str| if value.is_empty() { default.to_owned() } else { value.to_owned() };
+        vec![
+            KeyValue::new("nats.client.kind", kind),
+            KeyValue::new("nats.client.id", self.cid.unwrap_or_default()),
+            KeyValue::new("nats.client.name", or(&self.name, kind)),
+            KeyValue::new("nats.subscription", self.sub.clone()),
+            KeyValue::new("nats.queue", self.queue.clone()),
+            KeyValue::new("nats.account", or(&self.acc, ingress_account)),
+        ]
+    }
 }
 
 /// What became of one event; the `result` attribute of the counter.
@@ -64,18 +161,6 @@ impl Outcome {
 /// Longest raw event kept on a span event of an unknown type.
 const MAX_RAW_EVENT: usize = 1024;
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn timestamp(value: &Value) -> Option<SystemTime> {
-    OffsetDateTime::parse(value.as_str()?, &Rfc3339).ok().map(SystemTime::from)
-}
-
 /// The low-cardinality template of a subject (span names must not carry room or user).
 fn template(subject: &str) -> &'static str {
     if parse_message_subject(subject).is_ok() {
@@ -91,104 +176,105 @@ fn template(subject: &str) -> &'static str {
 
 /// The producer's context from the headers the server copied into the event. Invalid
 /// names or values are skipped, never passed to code that could panic on them.
-fn parent(header: &Value) -> Context {
+fn parent(header: &BTreeMap<String, Vec<String>>) -> Context {
     let mut headers = HeaderMap::new();
-    for (name, values) in header.as_object().into_iter().flatten() {
+    for (name, values) in header {
         let Ok(name) = HeaderName::from_str(name) else { continue };
-        for value in values.as_array().into_iter().flatten().filter_map(Value::as_str) {
+        for value in values {
             if let Ok(value) = HeaderValue::from_str(value) {
                 headers.append(name.clone(), value);
             }
         }
     }
-    telemetry::extract_context(Some(&headers))
+    telemetry::propagation::extract_context(Some(&headers))
 }
 
 /// Turns one event into a span; never panics on any input.
 pub(crate) fn bridge(tracer: &BoxedTracer, payload: &[u8]) -> Outcome {
-    let Ok(event) = serde_json::from_slice::<Value>(payload) else {
-        tracing::warn!(bytes = payload.len(), "trace event is not JSON; skipped");
-        return Outcome::Malformed;
+    let event = match serde_json::from_slice::<TraceEvent>(payload) {
+        Ok(event) => event,
+        Err(error) => {
+            // The error names a position and a type, never the payload.
+            tracing::warn!(bytes = payload.len(), %error, "not a NATS trace event; skipped");
+            return Outcome::Malformed;
+        }
     };
-    let Some(steps) = event["events"].as_array().filter(|_| event["server"].is_object()) else {
-        tracing::warn!("trace event without server or events; skipped");
-        return Outcome::Malformed;
-    };
-    let parent = parent(&event["request"]["header"]);
+    let parent = parent(&event.request.header);
     if !parent.span().span_context().is_sampled() {
         return Outcome::Untraced;
     }
-    let ingress = steps.iter().find(|s| s["type"] == "in").unwrap_or(&Value::Null);
-    let subject = text(&ingress["subj"]);
-    let times: Vec<SystemTime> = steps.iter().filter_map(|s| timestamp(&s["ts"])).collect();
-    let start = timestamp(&ingress["ts"]).or_else(|| times.iter().min().copied()).unwrap_or_else(SystemTime::now);
-    let end = times.iter().max().copied().unwrap_or(start).max(start);
-    let server = &event["server"];
-    let mut attributes = vec![
-        KeyValue::new("messaging.system", "nats"),
-        KeyValue::new("messaging.operation.name", "ingress"),
-        KeyValue::new("messaging.destination.name", subject.clone()),
-        KeyValue::new("messaging.destination.template", template(&subject)),
-        KeyValue::new("nats.server.name", text(&server["name"])),
-        KeyValue::new("nats.server.id", text(&server["id"])),
-        KeyValue::new("nats.server.version", text(&server["ver"])),
-        KeyValue::new("nats.account", text(&ingress["acc"])),
-        KeyValue::new("nats.client.id", ingress["cid"].as_i64().unwrap_or_default()),
-        KeyValue::new("nats.client.name", text(&ingress["name"])),
-    ];
-    if let Some(size) = event["request"]["msgsize"].as_i64() {
-        attributes.push(KeyValue::new("messaging.message.body.size", size));
-    }
-    if let Some(hops) = event["hops"].as_i64() {
-        attributes.push(KeyValue::new("nats.hops", hops));
-    }
-    let mut span = tracer
-        .span_builder(format!("nats ingress {}", template(&subject)))
-        .with_kind(SpanKind::Internal)
-        .with_start_time(start)
-        .with_attributes(attributes)
-        .start_with_context(tracer, &parent);
-    let account = text(&ingress["acc"]);
+    let mut span = build_span(tracer, &event, &parent);
+    let ingress_account = event.events.iter().find(|s| s.kind == "in").map(|s| s.acc.as_str()).unwrap_or_default();
     let mut errors = Vec::new();
-    for step in steps {
-        let at = timestamp(&step["ts"]).unwrap_or(start);
-        let kind = step["type"].as_str().unwrap_or_default();
-        let (name, attrs) = match kind {
-            "in" => ("ingress".to_owned(), vec![KeyValue::new("nats.client.name", text(&step["name"]))]),
-            "js" => (
-                "jetstream.store".to_owned(),
-                vec![
-                    KeyValue::new("nats.stream", text(&step["stream"])),
-                    KeyValue::new("nats.subject", text(&step["subject"])),
-                ],
-            ),
-            "eg" => ("egress".to_owned(), egress_attributes(step, &account)),
-            "sm" => ("subject.mapping".to_owned(), vec![KeyValue::new("nats.mapped_to", text(&step["to"]))]),
-            "se" => ("stream.export".to_owned(), vec![KeyValue::new("nats.account", text(&step["acc"]))]),
-            "si" => ("service.import".to_owned(), vec![KeyValue::new("nats.account", text(&step["acc"]))]),
-            other => {
-                let raw: String = step.to_string().chars().take(MAX_RAW_EVENT).collect();
-                (format!("nats.{other}"), vec![KeyValue::new("nats.event", raw)])
-            }
-        };
-        if let Some(error) = step["error"].as_str().filter(|e| !e.is_empty()) {
-            errors.push(format!("{name}: {error}"));
+    for step in &event.events {
+        let (name, attributes) = step.span_event(ingress_account);
+        if !step.error.is_empty() {
+            errors.push(format!("{name}: {}", step.error));
         }
-        span.add_event_with_timestamp(name, at, attrs);
+        span.add_event_with_timestamp(name, step.at().unwrap_or(span_start(&event)), attributes);
     }
     if !errors.is_empty() {
         span.set_attribute(KeyValue::new("error.type", "nats_error"));
         span.set_status(Status::error(errors.join("; ")));
     }
-    span.end_with_timestamp(end);
+    span.end_with_timestamp(span_end(&event));
     Outcome::Bridged
+}
+
+/// When the server received the message (or its first step, or now).
+fn span_start(event: &TraceEvent) -> SystemTime {
+    let ingress = event.events.iter().find(|s| s.kind == "in");
+    ingress
+        .and_then(Step::at)
+        .or_else(|| event.events.iter().filter_map(Step::at).min())
+        .unwrap_or_else(SystemTime::now)
+}
+
+/// The last step, never before the start.
+fn span_end(event: &TraceEvent) -> SystemTime {
+    let start = span_start(event);
+    event.events.iter().filter_map(Step::at).max().unwrap_or(start).max(start)
+}
+
+/// The span `nats ingress <template>` of service nats-server, child of the producer's
+/// span, from the server's receipt of the message to its last step.
+fn build_span(tracer: &BoxedTracer, event: &TraceEvent, parent: &Context) -> opentelemetry::global::BoxedSpan {
+    let no_ingress = Step::default();
+    let ingress = event.events.iter().find(|s| s.kind == "in").unwrap_or(&no_ingress);
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "nats"),
+        KeyValue::new("messaging.operation.name", "ingress"),
+        KeyValue::new("messaging.destination.name", ingress.subj.clone()),
+        KeyValue::new("messaging.destination.template", template(&ingress.subj)),
+        KeyValue::new("nats.server.name", event.server.name.clone()),
+        KeyValue::new("nats.server.id", event.server.id.clone()),
+        KeyValue::new("nats.server.version", event.server.ver.clone()),
+        KeyValue::new("nats.account", ingress.acc.clone()),
+        KeyValue::new("nats.client.id", ingress.cid.unwrap_or_default()),
+        KeyValue::new("nats.client.name", ingress.name.clone()),
+    ];
+    if let Some(size) = event.request.msgsize {
+        attributes.push(KeyValue::new("messaging.message.body.size", size));
+    }
+    if let Some(hops) = event.hops {
+        attributes.push(KeyValue::new("nats.hops", hops));
+    }
+    tracer
+        .span_builder(format!("nats ingress {}", template(&ingress.subj)))
+        .with_kind(SpanKind::Internal)
+        .with_start_time(span_start(event))
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The global tracer, with the W3C propagator installed (as `telemetry::init` does),
+    /// so that a sampled `traceparent` is read as one.
     fn tracer() -> BoxedTracer {
+        opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         opentelemetry::global::tracer("test")
     }
 
@@ -210,6 +296,27 @@ mod tests {
             let event = format!(r#"{{"server":{{"name":"n"}},"request":{{"header":{header}}},"events":[]}}"#);
             assert_eq!(bridge(&tracer(), event.as_bytes()), Outcome::Untraced, "{header}");
         }
+    }
+
+    #[test]
+    fn a_sampled_event_with_steps_of_unknown_types_and_no_ingress_is_bridged() {
+        let event = r#"{"server":{"name":"n"},"request":{"header":{"traceparent":
+            ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]}},
+            "events":[{"type":"zz","ts":"2026-12-03T00:00:00Z","extra":{"deep":[1,2]}},{"type":"eg","kind":99}]}"#;
+        assert_eq!(bridge(&tracer(), event.as_bytes()), Outcome::Bridged);
+        let step: Step = serde_json::from_str(r#"{"type":"zz","extra":{"deep":[1,2]}}"#).expect("a step");
+        let (name, attributes) = step.span_event("CHAT");
+        assert_eq!(name, "nats.zz");
+        assert!(attributes[0].value.as_str().contains(r#""extra":{"deep":[1,2]}"#), "{attributes:?}");
+        let egress: Step = serde_json::from_str(r#"{"type":"eg","kind":5}"#).expect("a step");
+        let names: Vec<String> =
+            egress.egress_attributes("CHAT").iter().map(|kv| kv.value.as_str().into_owned()).collect();
+        assert_eq!(names[0], "jetstream");
+        assert_eq!(
+            (names[2].as_str(), names[5].as_str()),
+            ("jetstream", "CHAT"),
+            "no name: the kind; no account: ingress's"
+        );
     }
 
     #[test]

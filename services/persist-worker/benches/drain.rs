@@ -21,6 +21,14 @@
 //! worker export over OTLP/HTTP. `DRAIN_PACED_RATE=9000` runs only the paced part at that
 //! rate; `DRAIN_WORKER_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512"` gives the worker more
 //! settings (comma-separated) in every round.
+//!
+//! `DRAIN_VIA=nats` compares the two roads of the worker's spans instead (seed 004): each
+//! pair is a round exporting directly over OTLP/gRPC and one with
+//! `OTEL_TRACES_EXPORTER=nats` (OTLP batches published to the TELEMETRY stream), both at
+//! 100 %; the ratios are NATS to direct. After a NATS round's drain (and the batch
+//! processor's last export), otlp-bridge is started on the backlog of spans it left in
+//! TELEMETRY and forwards them to the receiver's OTLP/HTTP endpoint: its spans per second
+//! (bridge start -> every span received) and CPU per span.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +49,7 @@ fn backlog() -> usize {
     env_number("DRAIN_BACKLOG").unwrap_or(20_000)
 }
 
-/// `telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE`, as text (checked in `main`).
+/// `telemetry::bench::DEFAULT_BSP_MAX_QUEUE_SIZE`, as text (checked in `main`).
 const BSP_QUEUE: &str = "16384";
 
 /// Tracing in a round.
@@ -51,6 +59,8 @@ enum Tracing {
     On,
     /// `parentbased_traceidratio` 0.1 in the publisher and the worker.
     Sampled,
+    /// 100 %, the worker's spans published to TELEMETRY (`OTEL_TRACES_EXPORTER=nats`).
+    Nats,
 }
 
 impl Tracing {
@@ -59,6 +69,7 @@ impl Tracing {
             Self::Off => "off",
             Self::On => "on",
             Self::Sampled => "10%",
+            Self::Nats => "nats",
         }
     }
 
@@ -86,6 +97,7 @@ fn worker_env(tracing: Tracing, stack: &ChatStack) -> Vec<(String, String)> {
     ]
     .into_iter()
     .chain(tracing.sampler())
+    .chain((tracing == Tracing::Nats).then_some(("OTEL_TRACES_EXPORTER", "nats")))
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     // DRAIN_WORKER_ENV="K=V,K2=V2": more settings for the worker (e.g. batch processor).
@@ -108,14 +120,32 @@ fn as_strs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 struct Round {
     per_second: f64,
     cpu_us_per_message: f64,
+    /// Of which the SDK's span batch thread (`test_harness::thread_cpu_seconds`).
+    batch_thread_us_per_message: f64,
+    /// A worker's start-up CPU in this mode, spread over the backlog (part of the above).
+    startup_us_per_message: f64,
     spans_dropped: Option<usize>,
+    /// A NATS round: the bridge's spans per second and CPU µs per span.
+    bridge: Option<(f64, f64)>,
 }
 
 async fn round(tracing: Tracing) -> Round {
     let backlog = backlog();
     let mut stack = ChatStack::start().await.expect("stack");
     stack.export_to(&tracing.sampler());
-    drop(stack.spawn_service("persist-worker", &[]).await.expect("creates the stream"));
+    // A first worker creates the stream; its CPU at readiness is what start-up costs a
+    // worker in this mode (connections, telemetry set-up), which the drain's figure
+    // spreads over the backlog.
+    let first = stack.spawn_service("persist-worker", &as_strs(&worker_env(tracing, &stack))).await;
+    let startup_cpu = {
+        // Nanoseconds: a start-up takes milliseconds, under /proc/<pid>/stat's 10 ms ticks.
+        let (batch_thread, others) = test_harness::thread_cpu_seconds(first.as_ref().expect("stream").process.pid());
+        batch_thread + others
+    };
+    drop(first);
+    if tracing == Tracing::Nats {
+        stack.set_up_telemetry_streams().await.expect("TELEMETRY");
+    }
     stack
         .cli_ok(&["send", "general", "benchmark message", "--count", &backlog.to_string(), "--concurrency", "1024"])
         .await
@@ -149,12 +179,45 @@ async fn round(tracing: Tracing) -> Round {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(worker.process.pid());
+    let (batch_thread, _) = test_harness::thread_cpu_seconds(worker.process.pid());
     if let Some(perf) = perf {
         let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
         let _ = perf.wait_with_output();
     }
-    let spans_dropped = (tracing == Tracing::On).then_some(spans_dropped(&stack, backlog).await);
-    Round { per_second: backlog as f64 / elapsed, cpu_us_per_message: cpu * 1e6 / backlog as f64, spans_dropped }
+    let bridge = if tracing == Tracing::Nats { Some(bridge_throughput(&stack).await) } else { None };
+    let spans_dropped = matches!(tracing, Tracing::On | Tracing::Nats).then_some(spans_dropped(&stack, backlog).await);
+    Round {
+        per_second: backlog as f64 / elapsed,
+        cpu_us_per_message: cpu * 1e6 / backlog as f64,
+        batch_thread_us_per_message: batch_thread * 1e6 / backlog as f64,
+        startup_us_per_message: startup_cpu * 1e6 / backlog as f64,
+        spans_dropped,
+        bridge,
+    }
+}
+
+/// otlp-bridge on the spans a NATS round left in TELEMETRY (after the worker's last
+/// batch, `OTEL_BSP_SCHEDULE_DELAY` after the drain): (spans/s, CPU µs per span), from
+/// the bridge's start to the last of the worker's spans at the receiver.
+async fn bridge_throughput(stack: &ChatStack) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let started = Instant::now();
+    let endpoint = stack.otlp.http_endpoint();
+    let bridge = stack.spawn_service("otlp-bridge", &[("BRIDGE_ENDPOINT", endpoint.as_str())]).await.expect("bridge");
+    let count = |c: &Captured| c.spans.iter().filter(|s| s.service_name == "persist-worker").count();
+    let mut last = (0, Instant::now());
+    loop {
+        let now = count(&stack.otlp.captured());
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = last.1.duration_since(started).as_secs_f64();
+    let cpu = cpu_seconds(bridge.process.pid());
+    (last.0 as f64 / seconds, cpu * 1e6 / last.0.max(1) as f64)
 }
 
 /// Publish -> commit latency at `rate` msg/s for [`PACED_SECONDS`]: each row's
@@ -215,11 +278,14 @@ const SATURATION_SECONDS: u32 = 8;
 
 #[tokio::main]
 async fn main() {
-    assert_eq!(BSP_QUEUE, telemetry::DEFAULT_BSP_MAX_QUEUE_SIZE.to_string());
+    assert_eq!(BSP_QUEUE, telemetry::bench::DEFAULT_BSP_MAX_QUEUE_SIZE.to_string());
     if let Some(rate) = env_number("DRAIN_PACED_RATE") {
         return paced(rate, None).await;
     }
     let pairs = env_number("DRAIN_PAIRS").unwrap_or(PAIRS).max(1);
+    if std::env::var("DRAIN_VIA").is_ok_and(|via| via == "nats") {
+        return via_nats(pairs).await;
+    }
     let (mut off_rates, mut on, mut sampled) = (Vec::new(), Ratios::default(), Ratios::default());
     for _ in 0..pairs {
         let off = round(Tracing::Off).await;
@@ -228,10 +294,14 @@ async fn main() {
         for (tracing, r) in [(Tracing::Off, &off), (Tracing::On, &traced), (Tracing::Sampled, &ten)] {
             let dropped = r.spans_dropped.map(|n| format!("   spans dropped {n}")).unwrap_or_default();
             println!(
-                "tracing {:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg{dropped}",
+                "tracing {:3}  {:8.0} msg/s   worker CPU {:6.1} µs/msg (span batch thread {:4.1}, others {:4.1}; \
+                 start-up {:4.1}){dropped}",
                 tracing.label(),
                 r.per_second,
-                r.cpu_us_per_message
+                r.cpu_us_per_message,
+                r.batch_thread_us_per_message,
+                r.cpu_us_per_message - r.batch_thread_us_per_message,
+                r.startup_us_per_message
             );
         }
         off_rates.push(off.per_second);
@@ -255,6 +325,36 @@ async fn main() {
             median(&mut ratios.cpu)
         );
     }
+}
+
+/// `DRAIN_VIA=nats`: pairs of direct and NATS rounds; the ratios NATS to direct.
+async fn via_nats(pairs: usize) {
+    let mut ratios = Ratios::default();
+    let mut bridge_rates = Vec::new();
+    for _ in 0..pairs {
+        let direct = round(Tracing::On).await;
+        let nats = round(Tracing::Nats).await;
+        for (road, r) in [("direct OTLP", &direct), ("via NATS", &nats)] {
+            println!(
+                "{road:11}  {:8.0} msg/s   worker CPU {:6.1} µs/msg   spans dropped {}",
+                r.per_second,
+                r.cpu_us_per_message,
+                r.spans_dropped.unwrap_or_default()
+            );
+        }
+        if let Some((per_second, cpu)) = nats.bridge {
+            println!("otlp-bridge  {per_second:8.0} spans/s   bridge CPU {cpu:6.1} µs/span");
+            bridge_rates.push(per_second);
+        }
+        ratios.push(&nats, &direct);
+    }
+    println!(
+        "via NATS / direct, median of {pairs} pairs: throughput {:.3}, worker CPU per message {:.3}; \
+         otlp-bridge median {:.0} spans/s",
+        median(&mut ratios.throughput),
+        median(&mut ratios.cpu),
+        median(&mut bridge_rates)
+    );
 }
 
 /// The paced runs, off then on, at `rate` (half of the measured `saturation`, or as

@@ -3,17 +3,17 @@
 //! each settlement in its span.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, AckKind};
 use chat_protocol::{DLQ_TEMPLATE, dlq_subject};
 use futures::future::join_all;
-use telemetry::{MessageRef, Messaging, Settlement, record_failure};
+use telemetry::messaging::{MessageRef, Messaging, Settlement, record_failure};
 
 use crate::Config;
 use crate::dead_letter;
-use crate::delivery::{Checked, Delivery};
+use crate::delivery::Delivery;
+use crate::demo;
 use crate::fate::{Fate, Found, RetryPolicy, fate};
 use crate::metrics::Metrics;
 use crate::store::{Inserted, Row, Store, StoreError};
@@ -61,20 +61,17 @@ impl Processor {
     }
 
     async fn process_deliveries(&self, deliveries: &[Delivery]) {
-        let (to_check, exhausted): (Vec<&Delivery>, Vec<&Delivery>) = deliveries.iter().partition(|d| self.admit(d));
+        let (exhausted, to_check): (Vec<&Delivery>, Vec<&Delivery>) =
+            deliveries.iter().partition(|d| self.policy.exhausted(d.facts.delivery_count));
         for d in exhausted {
-            self.follow(d, Found::Delivered).await;
+            self.follow(d, Found::Exhausted).await;
         }
         let checked = join_all(to_check.iter().map(|d| d.check(&self.config))).await;
         let mut valid: Vec<Valid<'_>> = Vec::new();
-        let mut crash = false;
         for (delivery, checked) in to_check.into_iter().zip(checked) {
             match checked {
-                Checked::Row { row, crash: c } => {
-                    crash |= c;
-                    valid.push((delivery, *row));
-                }
-                other => self.follow(delivery, other.found()).await,
+                Ok(row) => valid.push((delivery, row)),
+                Err(found) => self.follow(delivery, found).await,
             }
         }
         if valid.is_empty() {
@@ -82,9 +79,8 @@ impl Processor {
         }
         match self.insert(&valid).await {
             Ok(inserted) => {
-                if crash {
-                    tracing::warn!("demo fault: aborting after commit, before ack");
-                    std::process::abort();
+                if valid.iter().any(|(d, _)| d.crashes_after_commit()) {
+                    demo::crash();
                 }
                 self.settle_inserted(&valid, &inserted).await;
             }
@@ -103,11 +99,6 @@ impl Processor {
                 }
             }
         }
-    }
-
-    /// Whether the delivery is processed at all (not past its last delivery).
-    fn admit(&self, delivery: &Delivery) -> bool {
-        fate(delivery.facts.delivery_count, Found::Delivered, &self.policy) == Fate::Process
     }
 
     /// One INSERT for the batch: a child of the first delivery's span, linked to the
@@ -136,7 +127,7 @@ impl Processor {
                 self.metrics.error("id_conflict");
                 self.follow(delivery, Found::Conflict).await;
             } else {
-                self.settle(delivery, Settlement::Ack, AckKind::Ack, None).await;
+                self.settle(delivery, Settlement::Ack).await;
             }
         }
     }
@@ -168,10 +159,9 @@ impl Processor {
                 delivery.span.in_scope(|| {
                     tracing::info!(delay_ms = delay.as_millis() as u64, "will be redelivered");
                 });
-                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay)), Some(delay)).await;
+                self.settle(delivery, Settlement::Nak(delay)).await;
             }
             Fate::DeadLetter(reason) => Box::pin(self.dead_letter(delivery, reason)).await,
-            Fate::Process | Fate::Store => unreachable_fate(found),
         }
     }
 
@@ -210,7 +200,7 @@ impl Processor {
                 span.end();
                 self.metrics.dead_lettered(reason);
                 delivery.span.in_scope(|| tracing::warn!(reason, dlq = %subject, "message dead-lettered"));
-                self.settle(delivery, Settlement::Term, AckKind::Term, None).await;
+                self.settle(delivery, Settlement::Term).await;
             }
             Err(error) => {
                 record_failure(&span, "dlq_publish_failed", &error.to_string());
@@ -221,32 +211,29 @@ impl Processor {
                     // Retried until the setup step has created the stream again.
                     tracing::error!("the dead-letter stream is missing: run the setup step (make up)");
                 }
-                let Fate::Retry(delay) = fate(delivery.facts.delivery_count, Found::DeadLetterFailed, &self.policy)
-                else {
-                    return unreachable_fate(Found::DeadLetterFailed);
-                };
-                self.settle(delivery, Settlement::Nak, AckKind::Nak(Some(delay)), Some(delay)).await;
+                self.follow(delivery, Found::DeadLetterFailed).await;
             }
         }
     }
 
     /// Sends the ack/nak/term: an event on the delivery's span (or, with `SETTLE_SPANS`,
     /// a CLIENT span child of it), then ends the delivery's span.
-    async fn settle(&self, delivery: &Delivery, settlement: Settlement, kind: AckKind, delay: Option<Duration>) {
-        let msg = delivery.message_ref();
-        let span = self.spans.settle(&delivery.span, settlement, delay, &msg, self.config.settle_spans);
-        if let Err(error) = span.scope(delivery.message.ack_with(kind)).await {
-            // Not settled: the server redelivers after ack_wait; the insert is idempotent.
-            let failed = if self.config.settle_spans { &span } else { &delivery.span };
-            record_failure(failed, "settle_failed", &error.to_string());
+    async fn settle(&self, delivery: &Delivery, settlement: Settlement) {
+        let settle_span = self
+            .config
+            .settle_spans
+            .then(|| self.spans.settle_span(&delivery.span, settlement, &delivery.message_ref()));
+        if settle_span.is_none() {
+            delivery.span.add_settlement(settlement);
         }
-        span.end();
+        let span = settle_span.as_ref().unwrap_or(&delivery.span);
+        if let Err(error) = span.scope(delivery.message.ack_with(settlement.ack_kind())).await {
+            // Not settled: the server redelivers after ack_wait; the insert is idempotent.
+            record_failure(span, "settle_failed", &error.to_string());
+        }
+        if let Some(settle_span) = settle_span {
+            settle_span.end();
+        }
         delivery.span.end();
     }
-}
-
-/// `fate` never answers Process or Store for what `follow` is given; if it ever did, the
-/// message is left unsettled (the server redelivers it) and the bug is logged.
-fn unreachable_fate(found: Found) {
-    tracing::error!(?found, "no settlement for this outcome (a bug); the server will redeliver the message");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use service_kit::{DbArgs, NatsArgs};
 
 use crate::fate::RetryPolicy;
-use telemetry::HealthArgs;
+use service_kit::health::HealthArgs;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -105,13 +105,18 @@ impl Config {
     }
 }
 
+impl service_kit::ServiceConfig for Config {
+    fn health(&self) -> &HealthArgs {
+        &self.health
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
 
     fn config(args: &[&str]) -> Config {
-        service_kit::ServiceCli::<Config>::try_parse_from([&["persist-worker"], args].concat()).expect("parses").config
+        service_kit::parse_config(&[&["persist-worker"], args].concat()).expect("parses")
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Whether a delivery is past the last one allowed ([`Found::Exhausted`]): not processed.
+    pub(crate) fn exhausted(&self, delivery: u64) -> bool {
+        delivery > self.max_deliver
+    }
+
     /// `nak_delay * 2^(delivery-1)`, capped at `nak_delay_max`.
     pub(crate) fn delay(&self, delivery: u64) -> Duration {
         let factor = 1u32.checked_shl(delivery.saturating_sub(1).min(16) as u32).unwrap_or(u32::MAX);
@@ -36,13 +41,11 @@ impl RetryPolicy {
     }
 }
 
-/// What the last step found out about a delivery.
+/// What stands between a delivery and its row: anything but "valid, store it".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
-    /// Just delivered, nothing done yet.
-    Delivered,
-    /// Valid: a row to store.
-    Valid,
+    /// Delivered more than `max_deliver` times: not processed again.
+    Exhausted,
     /// Failed for now (database down, deadline missed, injected failure): `error.type`.
     Transient(&'static str),
     /// Can never succeed: the reason.
@@ -53,13 +56,9 @@ pub(crate) enum Found {
     DeadLetterFailed,
 }
 
-/// What to do with the delivery next.
+/// What to do with the delivery instead of storing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fate {
-    /// Validate it (and act out demo faults).
-    Process,
-    /// Insert it, then ack.
-    Store,
     /// Nak with this delay: it comes back later.
     Retry(Duration),
     /// Publish it to `chat.dlq.<room>` with this reason, then term.
@@ -69,9 +68,7 @@ pub(crate) enum Fate {
 /// The one decision. `delivery` is the delivery count (1 on the first delivery).
 pub(crate) fn fate(delivery: u64, found: Found, policy: &RetryPolicy) -> Fate {
     match found {
-        Found::Delivered if delivery > policy.max_deliver => Fate::DeadLetter("deliveries_exhausted"),
-        Found::Delivered => Fate::Process,
-        Found::Valid => Fate::Store,
+        Found::Exhausted => Fate::DeadLetter("deliveries_exhausted"),
         Found::Transient(_) if delivery >= policy.max_deliver => Fate::DeadLetter("retries_exhausted"),
         Found::Transient(_) | Found::DeadLetterFailed => Fate::Retry(policy.delay(delivery)),
         Found::Poison(reason) => Fate::DeadLetter(reason),
@@ -92,12 +89,10 @@ mod tests {
     #[test]
     fn every_case_of_the_table() {
         let ms = Duration::from_millis;
+        let processed: Vec<bool> = (1..=4).map(|d| !POLICY.exhausted(d)).collect();
+        assert_eq!(processed, [true, true, true, false]);
         let cases = [
-            (1, Found::Delivered, Fate::Process),
-            (3, Found::Delivered, Fate::Process),
-            (4, Found::Delivered, Fate::DeadLetter("deliveries_exhausted")),
-            (1, Found::Valid, Fate::Store),
-            (3, Found::Valid, Fate::Store),
+            (4, Found::Exhausted, Fate::DeadLetter("deliveries_exhausted")),
             (1, Found::Transient("db_unavailable"), Fate::Retry(ms(100))),
             (2, Found::Transient("timeout"), Fate::Retry(ms(200))),
             (3, Found::Transient("timeout"), Fate::DeadLetter("retries_exhausted")),

@@ -7,7 +7,8 @@
 //!   idempotently by the setup step ([`set_up`]), with the size limits that keep every
 //!   dead letter writable; found by the worker.
 //! - `store`: the `chat.messages` table (embedded migrations) and the batched insert.
-//! - `delivery`: one delivery -> span, validation, demo faults -> what it [found](delivery::Checked).
+//! - `delivery`: one delivery -> its span, its row or what stands in the way of one.
+//! - `demo`: the demo faults a message may ask for (`DEMO_FAULTS=true` only).
 //! - `fate`: **the** decision what happens to a message (one pure function, its table).
 //! - `dead_letter`: the dead letter's headers (an allowlist; the sender's under a prefix).
 //! - `batch`: a batch of deliveries -> one INSERT -> ack / nak / term + dead letter.
@@ -34,6 +35,7 @@ pub mod config;
 mod batch;
 mod dead_letter;
 mod delivery;
+mod demo;
 mod fate;
 mod metrics;
 mod position;
@@ -67,23 +69,9 @@ pub enum Error {
     Setup(#[from] setup::SetupError),
 }
 
-/// Command line: the worker, its healthcheck, or the setup step.
-#[derive(Debug, clap::Parser)]
-#[command(name = "persist-worker", version, about = "Stores chat messages from JetStream in PostgreSQL")]
-pub struct Cli {
-    /// What to do (default: run the worker).
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Settings.
-    #[command(flatten)]
-    pub config: Config,
-}
-
-/// Subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
+/// The worker's own subcommand (besides `healthcheck`).
+#[derive(Debug, Clone, Copy, clap::Subcommand)]
 pub enum Command {
-    /// Probe a running worker's /readyz (exit 0 when ready); for container healthchecks.
-    Healthcheck,
     /// Create or update the streams and the consumer, then exit (as the NATS user `setup`).
     Setup,
 }
@@ -123,26 +111,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     config.validate()?;
     let config = Arc::new(config);
     let store = store::Store::new(config.db.pool()?);
-    let pulling = worker::Pulling::default();
+    let pulling = service_kit::health::Flag::default();
     let checks = {
         let (store, pulling) = (store.clone(), pulling.clone());
-        move |health: telemetry::Health| {
+        move |health: service_kit::health::Health| {
             health
                 .with_check("database", move || {
                     let store = store.clone();
                     async move { store.ping().await }
                 })
-                .with_check("consumer", move || {
-                    let pulling = pulling.get();
-                    async move { if pulling { Ok(()) } else { Err("not pulling from the consumer".to_owned()) } }
-                })
+                .with_flag("consumer", pulling, "not pulling from the consumer")
         }
     };
     let (nats, health_addr) = (config.nats.clone(), config.health.health_addr);
     service_kit::serve("persist-worker", &nats, health_addr, checks, |client| async move {
         store.migrate().await?;
         let jetstream = async_nats::jetstream::new(client);
-        let spans = telemetry::Messaging::new("persist-worker", &config.nats.peer());
+        let spans = telemetry::messaging::Messaging::new("persist-worker", &config.nats.peer());
         let processor = batch::Processor::new(jetstream.clone(), store.clone(), Arc::clone(&config), spans.clone());
         tracing::info!(consumer = chat_protocol::CONSUMER, stream = chat_protocol::STREAM, "pulling");
         let position = tokio::spawn(position::record(jetstream.clone(), store.clone()));

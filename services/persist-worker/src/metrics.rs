@@ -100,7 +100,7 @@ impl Metrics {
         self.errors.add(1, &[KeyValue::new("error.type", error_type)]);
     }
 
-    pub(crate) fn delivered(&self, delivery: &telemetry::Delivery) {
+    pub(crate) fn delivered(&self, delivery: &telemetry::messaging::DeliveryFacts) {
         self.queue_wait.record(delivery.queue_wait_seconds, &[]);
         if delivery.is_redelivery() {
             self.redelivered.add(1, &[]);

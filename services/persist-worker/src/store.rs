@@ -11,7 +11,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanContext;
 use service_kit::Db;
 use sqlx::Row as _;
-use telemetry::{Statement, record_db_failure};
+use telemetry::db::{Statement, record_db_failure};
 use time::OffsetDateTime;
 
 /// The database could not be used.
@@ -42,10 +42,11 @@ impl StoreError {
     /// Anything else (a row the database rejects) will fail again the same way.
     pub(crate) fn is_unavailable(&self) -> bool {
         match self {
-            Self::Sql(sqlx::Error::Database(db)) => {
+            Self::Sql(error @ sqlx::Error::Database(_)) => {
                 // 08: connection exception, 53: insufficient resources, 57P: operator
                 // intervention (shutdown, restart), 40: transaction rollback (deadlock).
-                db.code().is_some_and(|c| ["08", "53", "57P", "40"].iter().any(|class| c.starts_with(class)))
+                service_kit::sqlstate(error)
+                    .is_some_and(|c| ["08", "53", "57P", "40"].iter().any(|class| c.starts_with(class)))
             }
             Self::Timeout
             | Self::Sql(
@@ -214,8 +215,8 @@ impl Store {
             .await;
         let result = result.inspect_err(|error: &StoreError| {
             let sqlstate = match error {
-                StoreError::Sql(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
-                _ => None,
+                StoreError::Sql(error) => service_kit::sqlstate(error),
+                StoreError::Timeout | StoreError::Migrate(_) => None,
             };
             record_db_failure(&span, sqlstate.as_deref(), error.error_type(), &error.to_string());
         });

@@ -10,37 +10,25 @@
 //! from a consumer it has just verified.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::{MessagesErrorKind, Stream as MessageStream};
 use futures::StreamExt as _;
-use telemetry::Messaging;
+use telemetry::messaging::Messaging;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+use service_kit::health::Flag;
 
 use crate::Config;
 use crate::batch::Processor;
 use crate::delivery::Delivery;
 use crate::setup::{self, Source};
-
-/// Whether the worker is pulling from its consumer (the `consumer` readiness check).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Pulling(Arc<AtomicBool>);
-
-impl Pulling {
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, pulling: bool) {
-        self.0.store(pulling, Ordering::Relaxed);
-    }
-}
 
 /// Pauses between attempts to set up again: 0.5 s doubling to 10 s.
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
@@ -51,91 +39,131 @@ pub(crate) struct Puller<'a> {
     pub(crate) js: &'a async_nats::jetstream::Context,
     pub(crate) config: &'a Config,
     pub(crate) spans: &'a Messaging,
-    pub(crate) pulling: Pulling,
+    /// Whether the worker is pulling from its consumer (the `consumer` readiness check).
+    pub(crate) pulling: Flag,
+}
+
+/// Why pulling from one pull stream ended.
+enum Ended {
+    /// Shutdown was asked for: fetched messages not started went back.
+    Shutdown,
+    /// The consumer, the stream or the pull stream went away: set up again.
+    Interrupted,
+}
+
+/// Batches in flight: at most `IN_FLIGHT_BATCHES`, each a task.
+struct InFlight {
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    processor: Processor,
 }
 
 pub(crate) async fn run(puller: Puller<'_>, processor: Processor, shutdown: impl Future<Output = ()>) {
-    let config = puller.config;
-    let permits = Arc::new(Semaphore::new(config.in_flight_batches));
-    let mut tasks = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(puller.config.in_flight_batches));
+    let mut in_flight = InFlight { permits, tasks: JoinSet::new(), processor };
     tokio::pin!(shutdown);
+    while let Some((messages, stream_created)) = connect_with_backoff(&puller, &mut shutdown).await {
+        puller.pulling.set(true);
+        let ended = pull_until_interrupted(&puller, messages, stream_created, &mut in_flight, &mut shutdown).await;
+        puller.pulling.set(false);
+        if let Ended::Shutdown = ended {
+            break;
+        }
+    }
+    tracing::info!(batches = in_flight.tasks.len(), "finishing batches in flight");
+    while in_flight.tasks.join_next().await.is_some() {}
+}
+
+/// Connects to the consumer, pausing 0.5 s doubling to 10 s between failed attempts;
+/// `None` once shutdown is asked for.
+async fn connect_with_backoff<S: Future<Output = ()>>(
+    puller: &Puller<'_>,
+    shutdown: &mut Pin<&mut S>,
+) -> Option<(MessageStream, OffsetDateTime)> {
     let mut pause = FIRST_PAUSE;
-    'setup: loop {
+    loop {
         let connected = tokio::select! {
-            () = &mut shutdown => break 'setup,
-            connected = connect(&puller) => connected,
+            () = &mut *shutdown => return None,
+            connected = connect(puller) => connected,
         };
-        let (mut messages, stream_created) = match connected {
-            Ok(connected) => connected,
+        match connected {
+            Ok(connected) => return Some(connected),
             Err(error) => {
-                puller.pulling.set(false);
                 tracing::error!(%error, retry_in_ms = pause.as_millis() as u64, "cannot pull from the consumer");
                 tokio::select! {
-                    () = &mut shutdown => break 'setup,
+                    () = &mut *shutdown => return None,
                     () = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(LONGEST_PAUSE);
-                continue 'setup;
             }
-        };
-        pause = FIRST_PAUSE;
-        puller.pulling.set(true);
-        loop {
-            let first = tokio::select! {
-                () = &mut shutdown => {
-                    shut_down(messages, tasks).await;
-                    return;
-                }
-                next = messages.next() => next,
-            };
-            let first = match first {
-                Some(Ok(message)) => message,
-                Some(Err(error)) if error.kind() == MessagesErrorKind::Other => {
-                    tracing::warn!(%error, "pull stream error");
-                    continue;
-                }
-                // Consumer deleted, stream gone (no responders), missed heartbeats, a
-                // refused pull: verify and set up again.
-                Some(Err(error)) => {
-                    puller.pulling.set(false);
-                    tracing::warn!(%error, "pull stream interrupted; setting up the consumer again");
-                    continue 'setup;
-                }
-                None => {
-                    puller.pulling.set(false);
-                    tracing::warn!("pull stream ended; setting up the consumer again");
-                    continue 'setup;
-                }
-            };
-            let mut batch = vec![first];
-            let filled_by = tokio::time::Instant::now() + config.batch_wait;
-            while batch.len() < config.batch_size {
-                match tokio::time::timeout_at(filled_by, messages.next()).await {
-                    Ok(Some(Ok(message))) => batch.push(message),
-                    Ok(Some(Err(error))) => tracing::warn!(%error, "pull stream error"),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let permit = tokio::select! {
-                () = &mut shutdown => {
-                    nak_unstarted(batch).await;
-                    shut_down(messages, tasks).await;
-                    return;
-                }
-                permit = Arc::clone(&permits).acquire_owned() => permit,
-            };
-            let Ok(permit) = permit else { break 'setup };
-            let deliveries = open_all(batch, puller.spans, stream_created);
-            let processor = processor.clone();
-            tasks.spawn(async move {
-                processor.process(deliveries).await;
-                drop(permit);
-            });
-            while tasks.try_join_next().is_some() {}
         }
     }
-    puller.pulling.set(false);
-    finish(tasks).await;
+}
+
+/// Pulls batches and starts each as a task while a permit is free, until the pull
+/// stream is interrupted or shutdown is asked for.
+async fn pull_until_interrupted<S: Future<Output = ()>>(
+    puller: &Puller<'_>,
+    mut messages: MessageStream,
+    stream_created: OffsetDateTime,
+    in_flight: &mut InFlight,
+    shutdown: &mut Pin<&mut S>,
+) -> Ended {
+    loop {
+        let first = tokio::select! {
+            () = &mut *shutdown => return shut_down(messages, Vec::new()).await,
+            next = messages.next() => next,
+        };
+        let first = match first {
+            Some(Ok(message)) => message,
+            Some(Err(error)) if error.kind() == MessagesErrorKind::Other => {
+                tracing::warn!(%error, "pull stream error");
+                continue;
+            }
+            // Consumer deleted, stream gone (no responders), missed heartbeats, a
+            // refused pull: verify and set up again.
+            Some(Err(error)) => {
+                tracing::warn!(%error, "pull stream interrupted; setting up the consumer again");
+                return Ended::Interrupted;
+            }
+            None => {
+                tracing::warn!("pull stream ended; setting up the consumer again");
+                return Ended::Interrupted;
+            }
+        };
+        let batch = collect_batch(first, &mut messages, puller.config).await;
+        let permit = tokio::select! {
+            () = &mut *shutdown => return shut_down(messages, batch).await,
+            permit = Arc::clone(&in_flight.permits).acquire_owned() => permit,
+        };
+        // The semaphore is never closed; if it were, stop as for a shutdown.
+        let Ok(permit) = permit else { return shut_down(messages, batch).await };
+        let deliveries = open_all(batch, puller.spans, stream_created);
+        let processor = in_flight.processor.clone();
+        in_flight.tasks.spawn(async move {
+            processor.process(deliveries).await;
+            drop(permit);
+        });
+        while in_flight.tasks.try_join_next().is_some() {}
+    }
+}
+
+/// A batch: `first` and what else arrives, up to `BATCH_SIZE`, waiting at most `BATCH_WAIT`.
+async fn collect_batch(
+    first: async_nats::jetstream::Message,
+    messages: &mut MessageStream,
+    config: &Config,
+) -> Vec<async_nats::jetstream::Message> {
+    let mut batch = vec![first];
+    let filled_by = tokio::time::Instant::now() + config.batch_wait;
+    while batch.len() < config.batch_size {
+        match tokio::time::timeout_at(filled_by, messages.next()).await {
+            Ok(Some(Ok(message))) => batch.push(message),
+            Ok(Some(Err(error))) => tracing::warn!(%error, "pull stream error"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// Finds the stream and the consumer (as the setup step left them) and opens a pull
@@ -178,21 +206,15 @@ fn open_all(
         .collect()
 }
 
-/// Shutdown: messages already fetched into the client but not started go back at once;
-/// batches in flight finish.
-async fn shut_down(mut messages: MessageStream, tasks: JoinSet<()>) {
-    let mut unstarted = Vec::new();
+/// Shutdown: `unstarted` and the messages already fetched into the client go back at
+/// once (batches in flight finish in [`run`]).
+async fn shut_down(mut messages: MessageStream, mut unstarted: Vec<async_nats::jetstream::Message>) -> Ended {
     while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(50), messages.next()).await {
         unstarted.push(message);
     }
     drop(messages);
     nak_unstarted(unstarted).await;
-    finish(tasks).await;
-}
-
-async fn finish(mut tasks: JoinSet<()>) {
-    tracing::info!(batches = tasks.len(), "finishing batches in flight");
-    while tasks.join_next().await.is_some() {}
+    Ended::Shutdown
 }
 
 /// Naks without delay: another worker (or this one after restart) gets them at once.

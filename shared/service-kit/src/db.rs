@@ -4,7 +4,9 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use telemetry::{DbSpans, Secret, Statement, Traced};
+use telemetry::db::{DbSpans, Statement};
+use telemetry::messaging::Traced;
+use telemetry::policy::Secret;
 
 /// PostgreSQL settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,4 +56,10 @@ impl Db {
     pub fn span(&self, statement: &Statement) -> Traced {
         self.spans.span(statement)
     }
+}
+
+/// The SQLSTATE the server answered a failed statement with (`db.response.status_code`
+/// on its span); none for a failure without an answer (connection lost, pool timeout).
+pub fn sqlstate(error: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
+    error.as_database_error().and_then(|e| e.code())
 }

@@ -1,47 +1,23 @@
-//! What the service binaries share besides telemetry: their command line ([`ServiceCli`]:
-//! settings plus a `healthcheck` subcommand), the order they start and stop in
-//! ([`serve`]), how they connect to NATS ([`NatsArgs`]) and, with feature `postgres`, to
-//! PostgreSQL ([`DbArgs`], [`Db`]). The argument groups are flattened into each
-//! service's `Config`.
+//! What the service binaries share besides telemetry: their `main` ([`main`],
+//! [`main_with`]: command line, `healthcheck`, telemetry, exit code), their health
+//! endpoints ([`health`]), the order they start and stop in ([`serve`]), how they connect
+//! to NATS ([`NatsArgs`]) and, with feature `postgres`, to PostgreSQL (`DbArgs`, `Db`).
+//! The argument groups are flattened into each service's `Config`.
 
 #[cfg(feature = "postgres")]
 mod db;
+mod entry;
+pub mod health;
 mod serve;
 
+pub use entry::{Binary, NoCommand, ServiceConfig, Shutdown, main, main_with, one_shot, parse_config, with_telemetry};
 pub use serve::{ServeError, serve};
 
 #[cfg(feature = "postgres")]
-pub use db::{Db, DbArgs, DbUrlError};
+pub use db::{Db, DbArgs, DbUrlError, sqlstate};
 
-use telemetry::{Peer, Secret};
-
-/// A service's command line: its settings, and `healthcheck` for container healthchecks.
-#[derive(Debug, clap::Parser)]
-pub struct ServiceCli<C: clap::Args> {
-    /// What to do (default: run the service).
-    #[command(subcommand)]
-    pub command: Option<ServiceCommand>,
-    /// The service's settings.
-    #[command(flatten)]
-    pub config: C,
-}
-
-/// Subcommands every service has.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum ServiceCommand {
-    /// Probe a running instance's /readyz (exit 0 when ready); for container healthchecks.
-    Healthcheck,
-}
-
-impl<C: clap::Args> ServiceCli<C> {
-    /// Parses the process arguments; `--help` and `--version` show the service's own name,
-    /// version and description. Bad arguments exit with clap's message and code 2.
-    pub fn parse_for(name: &'static str, version: &'static str, about: &'static str) -> Self {
-        use clap::{CommandFactory as _, FromArgMatches as _};
-        let matches = Self::command().name(name).version(version).about(about).get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    }
-}
+use telemetry::messaging::Peer;
+use telemetry::policy::Secret;
 
 /// NATS connection settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -71,7 +47,8 @@ impl NatsArgs {
     /// `_INBOX.svc.<name>` that `nats/nats.conf` lets that service user subscribe to (and
     /// no chat user). The first connection is retried in the background, so a service
     /// starts before NATS and reports not ready. Connection events are logged and
-    /// counted (`nats.client.events`; the `NatsConnectionUnstable` alert).
+    /// counted (`nats.client.events`; the `NatsConnectionUnstable` alert). Telemetry
+    /// exported with `OTEL_<SIGNAL>S_EXPORTER=nats` is published on this connection.
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, ConnectFailed> {
         let events = telemetry::nats::ConnectionEvents::new();
         let mut options = async_nats::ConnectOptions::new()
@@ -85,10 +62,12 @@ impl NatsArgs {
         if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
             options = options.user_and_password(user.clone(), password.expose().to_owned());
         }
-        options
+        let client = options
             .connect(server_list(&self.nats_url))
             .await
-            .map_err(|source| ConnectFailed { url: telemetry::redact_url(&self.nats_url), source })
+            .map_err(|source| ConnectFailed { url: telemetry::policy::redact_url(&self.nats_url), source })?;
+        telemetry::nats::export_over(&client);
+        Ok(client)
     }
 
     /// `server.address` / `server.port` for spans (the first server listed).

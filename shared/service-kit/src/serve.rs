@@ -3,12 +3,12 @@
 //! and reports not ready), serve `/healthz` and `/readyz` with the service's checks plus
 //! `nats`, run the service's work until its shutdown, then flush what the NATS client
 //! still buffers (acks, replies, dead letters) and stop the health server. Telemetry is
-//! flushed after this returns (`telemetry::run_service`).
+//! flushed after this returns ([`with_telemetry`](crate::with_telemetry)).
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-use telemetry::Health;
+use crate::health::Health;
 
 use crate::{ConnectFailed, NatsArgs};
 

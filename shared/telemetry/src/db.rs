@@ -10,7 +10,7 @@ use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
-use crate::spans::{Traced, record_failure};
+use crate::messaging::{Traced, record_failure};
 
 /// The spans of one database: its tracer and the attributes every statement shares.
 #[derive(Clone)]

@@ -27,12 +27,10 @@ pub(crate) const TRANSPORT_TARGETS: &[&str] = &["h2", "hyper", "hyper_util", "to
 const DIAGNOSTIC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// `RUST_LOG` as `target=level` directives (or `default` when unset or unparsable).
-pub(crate) fn log_targets(default: &str) -> Targets {
+pub(crate) fn log_targets(rust_log: Option<&str>, default: &str) -> Targets {
     let parse = |s: &str| s.parse::<Targets>().ok();
-    std::env::var("RUST_LOG")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .and_then(|v| parse(&v))
+    rust_log
+        .and_then(parse)
         .or_else(|| parse(default))
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }

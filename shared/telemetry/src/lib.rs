@@ -1,30 +1,34 @@
 //! Telemetry shared by every service of the traced NATS chat backend.
 //!
-//! - [`init`] sets up traces, metrics and logs over OTLP from the standard `OTEL_*`
-//!   variables, W3C TraceContext + Baggage propagation and stdout log lines, and returns
-//!   a [`TelemetryGuard`] whose [`shutdown`](TelemetryGuard::shutdown) flushes them.
-//! - [`inject_context`] / [`extract_context`] carry trace context in NATS headers;
-//!   malformed or hostile headers start a new root, warn once and are counted.
-//! - [`Messaging`] makes the messaging spans of DESIGN.md 5.2 with the OpenTelemetry API
-//!   (publish, request, server, process, settle), parented correctly, as [`Traced`]
-//!   handles; [`DbSpans`] the database spans; [`run_with_deadline`] ends a span `ERROR` /
-//!   `Timeout` when work outlives its deadline.
-//! - The attribute [policy](is_sensitive_key) keeps tokens, passwords, JWTs, seeds and
-//!   message bodies out of every exported span, event and log record.
-//! - The pipeline reports its own health: spans started, exported, dropped and failed
-//!   exports by `error.type`, and the sampling ratio (`otel.sdk.*` metrics).
+//! At the root, what a `main` needs: [`init`] sets up traces, metrics and logs over OTLP
+//! from the standard `OTEL_*` variables, W3C TraceContext + Baggage propagation and
+//! stdout log lines, for a [`ServiceInfo`] ([`service_info!`]), and returns a
+//! [`TelemetryGuard`] whose [`shutdown`](TelemetryGuard::shutdown) flushes them. The rest
+//! is in modules:
+//!
+//! - [`messaging`]: the messaging spans of DESIGN.md 5.2 made with the OpenTelemetry API
+//!   (publish, request, server, process, settle), parented correctly, as
+//!   [`Traced`](messaging::Traced) handles; a span ended `ERROR` / `Timeout` when work
+//!   outlives its deadline.
+//! - [`propagation`]: trace context in NATS headers; malformed or hostile headers start a
+//!   new root, warn once and are counted.
+//! - [`db`]: the database client spans.
+//! - [`policy`]: keeps tokens, passwords, JWTs, seeds and message bodies out of every
+//!   exported span, event and log record; [`Secret`](policy::Secret) for settings.
 //! - [`nats`]: messages the NATS client could not read in full, and the connection's
 //!   events as a counter.
-//! - [`Health`] serves `/healthz` and `/readyz`; [`probe`] backs `healthcheck` subcommands.
+//!
+//! The pipeline reports its own health: spans started, exported, dropped and failed
+//! exports by `error.type`, and the sampling ratio (`otel.sdk.*` metrics).
 //!
 //! # Example
 //!
-//! A traced publish and its consumer (the full program is `src/bin/nats-roundtrip.rs`,
-//! `cargo run -p telemetry --bin nats-roundtrip -- --help`):
+//! A traced publish and its consumer (the full program is `examples/nats-roundtrip.rs`,
+//! `cargo run -p telemetry --example nats-roundtrip -- --help`):
 //!
 //! ```no_run
 //! use futures::StreamExt as _;
-//! use telemetry::{MessageRef, Messaging, Peer};
+//! use telemetry::messaging::{MessageRef, Messaging, Peer};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -55,33 +59,35 @@
 //! }
 //! ```
 
-mod db;
+pub mod db;
 mod filters;
-mod health;
+pub mod messaging;
 pub mod nats;
-pub mod otlp_encode;
-mod otlp_grpc;
-mod policy;
+mod otlp;
+pub mod policy;
 mod process_metrics;
-mod propagation;
+pub mod propagation;
 mod sdk_health;
 mod settings;
 mod setup;
-mod spans;
 mod stdout;
 
-pub use db::{DbSpans, Statement, record_db_failure};
-pub use health::{CheckResult, Health, HealthArgs, HealthServer, ProbeError, healthcheck, probe, shutdown_signal};
-pub use policy::{REDACTED, RedactingLoggerProvider, RedactingSpanProcessor, Secret, is_sensitive_key, redact_url};
-pub use propagation::{
-    HeaderExtractor, HeaderInjector, MAX_TRACEPARENT_LEN, MAX_TRACESTATE_LEN, NATS_RENAMED_TRACEPARENT,
-    PropagationFailure, TRACEPARENT, TRACESTATE, extract_context, inject_context,
-};
-pub use settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
-pub use setup::{
-    DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE, InitError, ServiceInfo, TelemetryGuard, init,
-    run_service, span_processor,
-};
-pub use spans::{
-    DeadlineExceeded, Delivery, MessageRef, Messaging, Peer, Settlement, Traced, record_failure, run_with_deadline,
-};
+pub use settings::SettingsError;
+pub use setup::{InitError, LogLines, ServiceInfo, TelemetryGuard, init};
+
+/// What the benchmarks measure, not part of the API: the span pipeline of [`init`], the
+/// OTLP encoder of its span exporter and that exporter itself.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::otlp::encode::TraceRequestEncoder;
+    pub use crate::otlp::grpc::DirectGrpcSpanExporter;
+    pub use crate::setup::{DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE, span_processor};
+
+    /// The span exporter [`init`](crate::init) makes for OTLP/gRPC to `endpoint` (an
+    /// `http://` URL) with plain settings, with the 10 s export timeout. Call it inside a
+    /// Tokio runtime (the channel's connection task runs there).
+    pub fn grpc_span_exporter(endpoint: &str) -> Result<DirectGrpcSpanExporter, String> {
+        let counts = crate::sdk_health::ExportCounts::new("span", "otlp_grpc_span_exporter");
+        crate::otlp::grpc::DirectGrpcSpanExporter::new(endpoint, std::time::Duration::from_secs(10), counts)
+    }
+}

@@ -7,8 +7,10 @@
 //!   without headers and says why in its description, instead of dropping or panicking
 //!   the connection. Each consumer decides what that message becomes (the worker
 //!   dead-letters it, history ignores it, `tail` shows it with a note).
-//! - [`count_connection_events`]: counts disconnects and client errors, so a connection
+//! - [`ConnectionEvents`]: counts disconnects and client errors, so a connection
 //!   that keeps dropping is an alert rather than a silence.
+//! - [`export_over`]: the connection the `nats` exporters publish telemetry on
+//!   (`OTEL_TRACES_EXPORTER=nats`, ...).
 
 use async_nats::Event;
 use opentelemetry::KeyValue;
@@ -22,6 +24,15 @@ pub fn unreadable(message: &async_nats::Message) -> Option<&str> {
         (None, Some(reason)) => Some(reason),
         _ => None,
     }
+}
+
+/// Publishes the telemetry of the signals whose exporter is `nats` on `client` (as
+/// `telemetry.<signal>.<service>` to the stream `TELEMETRY`); until this is called, their
+/// batches are dropped and counted. The first connection of the process wins. Call inside
+/// the Tokio runtime, once the service has its connection (service-kit's `connect`
+/// does).
+pub fn export_over(client: &async_nats::Client) {
+    crate::otlp::nats::attach(client);
 }
 
 /// The connection events a service counts as `nats.client.events`, by `event`.

@@ -26,15 +26,15 @@ pub const TRACESTATE: &str = "tracestate";
 /// What NATS 2.11–2.13 rename `traceparent` to when they store a message in JetStream
 /// while the account has `msg_trace` (so a redelivery does not re-trigger server
 /// tracing). NATS 2.14 stopped renaming. Read as `traceparent` when that is absent.
-pub const NATS_RENAMED_TRACEPARENT: &str = "Xraceparent";
+pub(crate) const NATS_RENAMED_TRACEPARENT: &str = "Xraceparent";
 /// Longest `tracestate` accepted (W3C asks vendors to propagate at least 512 characters).
-pub const MAX_TRACESTATE_LEN: usize = 512;
+pub(crate) const MAX_TRACESTATE_LEN: usize = 512;
 /// Longest `traceparent` accepted (future versions may append fields).
-pub const MAX_TRACEPARENT_LEN: usize = 256;
+pub(crate) const MAX_TRACEPARENT_LEN: usize = 256;
 
 /// Why trace context could not be propagated; the `reason` attribute of the counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PropagationFailure {
+pub(crate) enum PropagationFailure {
     /// `traceparent` does not follow the W3C format (version, lengths, hex, separators).
     MalformedTraceparent,
     /// `traceparent` has an all-zero trace id or span id.
@@ -51,7 +51,7 @@ pub enum PropagationFailure {
 
 impl PropagationFailure {
     /// The low-cardinality `reason` attribute value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::MalformedTraceparent => "malformed_traceparent",
             Self::ZeroId => "zero_id",
@@ -65,7 +65,7 @@ impl PropagationFailure {
 
 /// Writes propagation fields into a NATS [`HeaderMap`] without ever panicking.
 #[derive(Debug)]
-pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
+pub(crate) struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
@@ -82,7 +82,7 @@ impl Injector for HeaderInjector<'_> {
 
 /// Reads propagation fields from a NATS [`HeaderMap`], matching names case-insensitively.
 #[derive(Debug)]
-pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
+pub(crate) struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
 impl HeaderExtractor<'_> {
     /// Every value of `key` (any case), in header order; for `traceparent`, also the

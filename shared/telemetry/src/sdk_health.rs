@@ -6,8 +6,8 @@
 //! |---|---|
 //! | `otel.sdk.span.started` (`otel.span.sampling_result`, `otel.span.parent.origin`) | [`SpanStartCounter`], a span processor |
 //! | `otel.sdk.processor.span.processed` (`error.type="queue_full"` for dropped spans) | the SDK's batch span processor itself |
-//! | `otel.sdk.exporter.span.exported`, `otel.sdk.exporter.log.exported` (`error.type` on failure) | [`ExportCounter`], wrapping the OTLP exporter |
-//! | `otel.sdk.trace.sampling_ratio` (gauge, new root traces) | [`register_sampling_ratio`], from `OTEL_TRACES_SAMPLER[_ARG]` |
+//! | `otel.sdk.exporter.span.exported`, `otel.sdk.exporter.log.exported` (`error.type` on failure) | [`ExportCounts`]: the crate's span exporter by gRPC status code, [`ExportCounter`] around opentelemetry-otlp's |
+//! | `otel.sdk.trace.sampling_ratio` (gauge, new root traces) | [`register_sampling_ratio`], from `OTEL_TRACES_SAMPLER[_ARG]` (read in `settings`) |
 //!
 //! The SDK exposes no drop counter in its API; it records one as a metric when built with
 //! its `experimental_metrics_bound_instruments` feature, on the meter that is global when
@@ -91,19 +91,19 @@ impl<P: SpanProcessor> SpanProcessor for SpanStartCounter<P> {
     }
 }
 
-/// An exporter that counts what it exported, and what failed by `error.type`.
-#[derive(Debug)]
-pub(crate) struct ExportCounter<E> {
-    inner: E,
+/// `otel.sdk.exporter.{span,log}.exported` of one exporter: what it exported, and what
+/// failed by `error.type`.
+#[derive(Debug, Clone)]
+pub(crate) struct ExportCounts {
     exported: opentelemetry::metrics::Counter<u64>,
     ok: BoundCounter<u64>,
     component: KeyValue,
 }
 
-impl<E> ExportCounter<E> {
+impl ExportCounts {
     /// `signal` is `span` or `log`; `component` the exporter's `otel.component.type`
     /// (`otlp_grpc_span_exporter`, ...).
-    pub(crate) fn new(inner: E, signal: &'static str, component: &'static str) -> Self {
+    pub(crate) fn new(signal: &'static str, component: &'static str) -> Self {
         let exported = global::meter(METER)
             .u64_counter(format!("otel.sdk.exporter.{signal}.exported"))
             .with_unit(if signal == "span" { "{span}" } else { "{log_record}" })
@@ -115,23 +115,53 @@ impl<E> ExportCounter<E> {
         for error_type in ERROR_TYPES {
             exported.add(0, &[component.clone(), KeyValue::new("error.type", *error_type)]);
         }
-        Self { inner, exported, ok, component }
+        Self { exported, ok, component }
     }
 
-    fn count(&self, items: usize, result: &OTelSdkResult) {
+    /// Counts `items` exported, or lost to a failure of this `error.type`.
+    pub(crate) fn record(&self, items: usize, result: Result<(), &'static str>) {
         match result {
             Ok(()) => self.ok.add(items as u64),
-            Err(error) => self
-                .exported
-                .add(items as u64, &[self.component.clone(), KeyValue::new("error.type", error_type(error))]),
+            Err(error_type) => {
+                self.exported.add(items as u64, &[self.component.clone(), KeyValue::new("error.type", error_type)]);
+            }
         }
     }
 }
 
-/// The `error.type` values an export can end with (gRPC status names for the OTLP/gRPC
-/// exporter, which reports its status only as text).
+/// The `error.type` values an export can end with.
 const ERROR_TYPES: &[&str] =
     &["timeout", "already_shutdown", "unavailable", "deadline_exceeded", "resource_exhausted", "export_failed"];
+
+/// `error.type` of a failed OTLP/gRPC export, from its status code.
+pub(crate) fn grpc_error_type(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DeadlineExceeded => "deadline_exceeded",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        _ => "export_failed",
+    }
+}
+
+/// Counts around an opentelemetry-otlp exporter (logs; spans with settings only it
+/// implements). Its errors are text: `InternalFailure` carries the gRPC status only
+/// inside its message, so the code is read back from there; the crate's own span exporter
+/// counts by the status code itself (`otlp::grpc`).
+#[derive(Debug)]
+pub(crate) struct ExportCounter<E> {
+    inner: E,
+    counts: ExportCounts,
+}
+
+impl<E> ExportCounter<E> {
+    pub(crate) fn new(inner: E, counts: ExportCounts) -> Self {
+        Self { inner, counts }
+    }
+
+    fn count(&self, items: usize, result: &OTelSdkResult) {
+        self.counts.record(items, result.as_ref().map(|_| ()).map_err(error_type));
+    }
+}
 
 fn error_type(error: &OTelSdkError) -> &'static str {
     match error {
@@ -190,24 +220,9 @@ impl<E: LogExporter> LogExporter for ExportCounter<E> {
     }
 }
 
-/// The ratio of new root traces the configured sampler keeps, as the SDK reads
-/// `OTEL_TRACES_SAMPLER[_ARG]` (default `parentbased_always_on`); `None` for a sampler
-/// without a fixed ratio (`jaeger_remote`).
-pub(crate) fn sampling_ratio(sampler: Option<&str>, arg: Option<&str>) -> Option<f64> {
-    let ratio = || arg.and_then(|a| a.trim().parse::<f64>().ok()).map_or(1.0, |r| r.clamp(0.0, 1.0));
-    match sampler.map(str::trim).unwrap_or("parentbased_always_on") {
-        "always_on" | "parentbased_always_on" => Some(1.0),
-        "always_off" | "parentbased_always_off" => Some(0.0),
-        "traceidratio" | "parentbased_traceidratio" => Some(ratio()),
-        _ => None,
-    }
-}
-
-/// Registers `otel.sdk.trace.sampling_ratio` from the environment.
-pub(crate) fn register_sampling_ratio() {
-    let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
-    let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
-    let Some(ratio) = sampling_ratio(sampler.as_deref(), arg.as_deref()) else { return };
+/// Registers `otel.sdk.trace.sampling_ratio` (none for a sampler without a fixed ratio).
+pub(crate) fn register_sampling_ratio(ratio: Option<f64>) {
+    let Some(ratio) = ratio else { return };
     // The meter provider keeps the callback; the handle is not needed.
     let _ = global::meter(METER)
         .f64_observable_gauge("otel.sdk.trace.sampling_ratio")
@@ -221,16 +236,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ratio_follows_the_sampler_the_sdk_reads() {
-        assert_eq!(sampling_ratio(None, None), Some(1.0), "the SDK's default: parentbased_always_on");
-        assert_eq!(sampling_ratio(Some("parentbased_traceidratio"), Some("0.1")), Some(0.1));
-        assert_eq!(sampling_ratio(Some("traceidratio"), None), Some(1.0), "the SDK's default ratio");
-        assert_eq!(sampling_ratio(Some("traceidratio"), Some("7")), Some(1.0));
-        assert_eq!(sampling_ratio(Some("always_off"), None), Some(0.0));
-        assert_eq!(sampling_ratio(Some("parentbased_jaeger_remote"), None), None);
-    }
-
-    #[test]
     fn grpc_failures_are_named_by_status() {
         let failure = |m: &str| OTelSdkError::InternalFailure(m.to_owned());
         assert_eq!(
@@ -239,5 +244,7 @@ mod tests {
         );
         assert_eq!(error_type(&failure("HTTP 500")), "export_failed");
         assert_eq!(error_type(&OTelSdkError::Timeout(Duration::from_secs(1))), "timeout");
+        assert_eq!(grpc_error_type(tonic::Code::Unavailable), "unavailable");
+        assert_eq!(grpc_error_type(tonic::Code::PermissionDenied), "export_failed");
     }
 }

@@ -1,11 +1,15 @@
-//! The environment variables this crate reads itself, because the Rust SDK does not.
+//! Every environment variable this crate reads, read here once ([`Settings::from_env`]).
 //!
-//! Everything else (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, endpoints, timeouts,
-//! headers, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`, `OTEL_BLRP_*`,
-//! `OTEL_METRIC_EXPORT_INTERVAL`) is read by the SDK and the OTLP exporters, and no code
-//! here overrides it. The one exception: the crate's own OTLP/gRPC span exporter
-//! (`otlp_grpc`) reads the traces endpoint and timeout the same way, and leaves every other
-//! exporter setting to opentelemetry-otlp's exporter by not being used.
+//! The SDK and the OTLP exporters read the standard ones themselves (`OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, endpoints, timeouts, headers, `OTEL_TRACES_SAMPLER[_ARG]`,
+//! `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_METRIC_EXPORT_INTERVAL`), and nothing here overrides
+//! them. This crate reads what the SDK does not act on (`OTEL_SDK_DISABLED`, the
+//! protocols, `LOG_FORMAT`, `RUST_LOG`, `OTLP_SPAN_ENCODER`), what it must know of the
+//! rest (which resource keys and batch sizes the environment sets, the sampler's ratio
+//! for the `otel.sdk.trace.sampling_ratio` gauge), and, for its own OTLP/gRPC span
+//! exporter, the traces endpoint and timeout, the same way opentelemetry-otlp does.
+
+use std::time::Duration;
 
 /// Reads a variable; the indirection lets tests supply their own environment.
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -21,6 +25,14 @@ pub enum SettingsError {
         /// Its value.
         value: String,
     },
+    /// An `OTEL_<SIGNAL>S_EXPORTER` value this build has no exporter for.
+    #[error("{var}={value:?} is not supported; use \"otlp\", \"nats\", \"console\" or \"none\"")]
+    UnsupportedExporter {
+        /// The variable that held it.
+        var: String,
+        /// Its value.
+        value: String,
+    },
     /// A `LOG_FORMAT` value other than `json` or `text`.
     #[error("LOG_FORMAT={0:?} is not supported; use \"json\" or \"text\"")]
     UnsupportedLogFormat(String),
@@ -28,16 +40,31 @@ pub enum SettingsError {
 
 /// OTLP transport of one signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// OTLP/gRPC (the default, port 4317).
     Grpc,
     /// OTLP/HTTP with protobuf bodies (port 4318).
     HttpProtobuf,
 }
 
+/// Where a signal goes (`OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`,
+/// `OTEL_LOGS_EXPORTER`, the specification's values plus `nats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exporter {
+    /// OTLP to the collector (the default).
+    Otlp,
+    /// OTLP protobuf batches published to the JetStream stream `TELEMETRY`, forwarded
+    /// by otlp-bridge (see `otlp::nats`).
+    Nats,
+    /// Printed to stdout (opentelemetry-stdout), for a look at what would be exported.
+    Console,
+    /// Not exported.
+    None,
+}
+
 /// Stdout log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One JSON object per line (containers).
     Json,
     /// Human-readable lines (default).
@@ -46,7 +73,7 @@ pub enum LogFormat {
 
 /// The three OTLP signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Spans.
     Traces,
     /// Metric points.
@@ -66,29 +93,63 @@ impl Signal {
 }
 
 /// What the process environment asks of the telemetry setup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Settings {
     /// `OTEL_SDK_DISABLED=true`: no exporters, no-op providers; stdout logs still work.
     pub sdk_disabled: bool,
     /// Transport per signal (traces, metrics, logs).
     pub protocols: [Protocol; 3],
+    /// Exporter per signal (traces, metrics, logs).
+    pub exporters: [Exporter; 3],
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// Whether `OTEL_SERVICE_NAME` or `service.name` in `OTEL_RESOURCE_ATTRIBUTES` is set.
     pub service_name_from_env: bool,
     /// Resource keys already given by `OTEL_RESOURCE_ATTRIBUTES`.
     pub resource_keys_from_env: Vec<String>,
+    /// `RUST_LOG`, when set and not blank.
+    pub rust_log: Option<String>,
+    /// Which span exporter: the crate's own (plain OTLP/gRPC settings) or opentelemetry-otlp's.
+    pub span_export: SpanExport,
+    /// Whether `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` are set (the
+    /// SDK reads them; unset, this crate's defaults apply).
+    pub bsp_sizes_set: [bool; 2],
+    /// The share of new root traces the head sampler keeps, as the SDK reads
+    /// `OTEL_TRACES_SAMPLER[_ARG]`; `None` for a sampler without a fixed ratio.
+    pub sampling_ratio: Option<f64>,
 }
+
+/// How spans are exported.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SpanExport {
+    /// The crate's OTLP/gRPC exporter (`otlp::grpc`): an `http://` endpoint without
+    /// headers, compression or TLS settings, and `OTLP_SPAN_ENCODER` not `official`.
+    Direct {
+        /// `OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT` (default `http://localhost:4317`).
+        endpoint: String,
+        /// `OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT` (default 10 s).
+        timeout: Duration,
+    },
+    /// opentelemetry-otlp's exporter with this transport; it reads its settings itself.
+    Official(Protocol),
+}
+
+/// Variables whose settings only opentelemetry-otlp's exporter implements.
+const OFFICIAL_ONLY: &[&str] =
+    &["HEADERS", "COMPRESSION", "INSECURE", "CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE"];
+const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Settings {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, SettingsError> {
+    pub(crate) fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(&|name| std::env::var(name).ok())
     }
 
     pub(crate) fn from_lookup(env: Lookup<'_>) -> Result<Self, SettingsError> {
         let sdk_disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let protocols = [protocol(env, Signal::Traces)?, protocol(env, Signal::Metrics)?, protocol(env, Signal::Logs)?];
+        let exporters = [exporter(env, Signal::Traces)?, exporter(env, Signal::Metrics)?, exporter(env, Signal::Logs)?];
         let log_format = match env("LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("") | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -102,12 +163,34 @@ impl Settings {
             .collect();
         let service_name_from_env = env("OTEL_SERVICE_NAME").is_some_and(|v| !v.trim().is_empty())
             || resource_keys_from_env.iter().any(|k| k == "service.name");
-        Ok(Self { sdk_disabled, protocols, log_format, service_name_from_env, resource_keys_from_env })
+        let rust_log = env("RUST_LOG").filter(|v| !v.trim().is_empty());
+        let span_export = span_export(env, protocols[Signal::Traces as usize]);
+        let bsp_sizes_set =
+            ["OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"].map(|name| env(name).is_some());
+        let sampling_ratio =
+            sampling_ratio(env("OTEL_TRACES_SAMPLER").as_deref(), env("OTEL_TRACES_SAMPLER_ARG").as_deref());
+        Ok(Self {
+            sdk_disabled,
+            protocols,
+            exporters,
+            log_format,
+            service_name_from_env,
+            resource_keys_from_env,
+            rust_log,
+            span_export,
+            bsp_sizes_set,
+            sampling_ratio,
+        })
     }
 
     /// The transport for `signal`.
-    pub fn protocol(&self, signal: Signal) -> Protocol {
+    pub(crate) fn protocol(&self, signal: Signal) -> Protocol {
         self.protocols[signal as usize]
+    }
+
+    /// The exporter for `signal`.
+    pub(crate) fn exporter(&self, signal: Signal) -> Exporter {
+        self.exporters[signal as usize]
     }
 }
 
@@ -124,6 +207,51 @@ fn protocol(env: Lookup<'_>, signal: Signal) -> Result<Protocol, SettingsError> 
         }
     }
     Ok(Protocol::Grpc)
+}
+
+/// `OTEL_TRACES_EXPORTER` (`_METRICS_`, `_LOGS_`): `otlp` when unset or blank. The
+/// specification allows a list; one exporter per signal is what this crate builds.
+fn exporter(env: Lookup<'_>, signal: Signal) -> Result<Exporter, SettingsError> {
+    let var = format!("OTEL_{}_EXPORTER", signal.env_name());
+    match env(&var).as_deref().map(str::trim) {
+        None | Some("") | Some("otlp") => Ok(Exporter::Otlp),
+        Some("nats") => Ok(Exporter::Nats),
+        Some("console") => Ok(Exporter::Console),
+        Some("none") => Ok(Exporter::None),
+        Some(other) => Err(SettingsError::UnsupportedExporter { var, value: other.to_owned() }),
+    }
+}
+
+/// The crate's own exporter for plain OTLP/gRPC settings, else opentelemetry-otlp's.
+fn span_export(env: Lookup<'_>, protocol: Protocol) -> SpanExport {
+    let var = |name: &str| {
+        env(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+            .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{name}")))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let endpoint = var("ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()).trim().to_owned();
+    if protocol != Protocol::Grpc
+        || env("OTLP_SPAN_ENCODER").is_some_and(|v| v.trim() == "official")
+        || OFFICIAL_ONLY.iter().any(|name| var(name).is_some())
+        || !endpoint.starts_with("http://")
+    {
+        return SpanExport::Official(protocol);
+    }
+    let timeout = var("TIMEOUT").and_then(|ms| ms.trim().parse().ok()).map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+    SpanExport::Direct { endpoint, timeout }
+}
+
+/// The ratio of new root traces the configured sampler keeps, as the SDK reads
+/// `OTEL_TRACES_SAMPLER[_ARG]` (default `parentbased_always_on`); `None` for a sampler
+/// without a fixed ratio (`jaeger_remote`).
+fn sampling_ratio(sampler: Option<&str>, arg: Option<&str>) -> Option<f64> {
+    let ratio = || arg.and_then(|a| a.trim().parse::<f64>().ok()).map_or(1.0, |r| r.clamp(0.0, 1.0));
+    match sampler.map(str::trim).unwrap_or("parentbased_always_on") {
+        "always_on" | "parentbased_always_on" => Some(1.0),
+        "always_off" | "parentbased_always_off" => Some(0.0),
+        "traceidratio" | "parentbased_traceidratio" => Some(ratio()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -170,5 +298,64 @@ mod tests {
         let s = settings(&[("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=dev, service.name=y")]).expect("valid");
         assert!(s.service_name_from_env);
         assert_eq!(s.resource_keys_from_env, ["deployment.environment", "service.name"]);
+    }
+
+    #[test]
+    fn the_ratio_follows_the_sampler_the_sdk_reads() {
+        assert_eq!(sampling_ratio(None, None), Some(1.0), "the SDK's default: parentbased_always_on");
+        assert_eq!(sampling_ratio(Some("parentbased_traceidratio"), Some("0.1")), Some(0.1));
+        assert_eq!(sampling_ratio(Some("traceidratio"), None), Some(1.0), "the SDK's default ratio");
+        assert_eq!(sampling_ratio(Some("traceidratio"), Some("7")), Some(1.0));
+        assert_eq!(sampling_ratio(Some("always_off"), None), Some(0.0));
+        assert_eq!(sampling_ratio(Some("parentbased_jaeger_remote"), None), None);
+    }
+
+    #[test]
+    fn plain_grpc_settings_use_the_crates_exporter_with_their_endpoint_and_timeout() {
+        let direct = |endpoint: &str, ms: u64| SpanExport::Direct {
+            endpoint: endpoint.to_owned(),
+            timeout: Duration::from_millis(ms),
+        };
+        assert_eq!(settings(&[]).expect("valid").span_export, direct("http://localhost:4317", 10_000));
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+        ]);
+        assert_eq!(s.expect("valid").span_export, direct("http://collector:4317", 2500));
+    }
+
+    #[test]
+    fn settings_only_the_official_exporter_implements_select_it() {
+        for vars in [
+            &[("OTLP_SPAN_ENCODER", "official")][..],
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20x")],
+            &[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")],
+            &[("OTEL_EXPORTER_OTLP_INSECURE", "false")],
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem")],
+            &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4317")],
+        ] {
+            assert_eq!(settings(vars).expect("valid").span_export, SpanExport::Official(Protocol::Grpc), "{vars:?}");
+        }
+        let http = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).expect("valid");
+        assert_eq!(http.span_export, SpanExport::Official(Protocol::HttpProtobuf));
+    }
+
+    #[test]
+    fn each_signal_has_its_exporter_and_unknown_ones_are_named() {
+        assert_eq!(settings(&[]).expect("valid").exporters, [Exporter::Otlp; 3]);
+        let s = settings(&[
+            ("OTEL_TRACES_EXPORTER", "nats"),
+            ("OTEL_METRICS_EXPORTER", " none "),
+            ("OTEL_LOGS_EXPORTER", "console"),
+        ]);
+        assert_eq!(s.expect("valid").exporters, [Exporter::Nats, Exporter::None, Exporter::Console]);
+        let err = settings(&[("OTEL_LOGS_EXPORTER", "zipkin")]).expect_err("no zipkin exporter");
+        assert!(err.to_string().contains("OTEL_LOGS_EXPORTER=\"zipkin\""), "{err}");
+    }
+
+    #[test]
+    fn what_the_environment_sets_of_the_sdks_own_settings() {
+        let s = settings(&[("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"), ("RUST_LOG", " ")]).expect("valid");
+        assert_eq!((s.bsp_sizes_set, s.rust_log), ([false, true], None));
     }
 }

@@ -7,7 +7,7 @@
 
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{KeyValue, global};
+use opentelemetry::{Key, KeyValue, global};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_otlp::{LogExporter, MetricExporter, SpanExporter};
 use opentelemetry_sdk::Resource;
@@ -24,11 +24,13 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::filters::{self, Gate};
-use crate::otlp_grpc::{DirectGrpcSpanExporter, SpanSink};
+use crate::otlp::grpc::DirectGrpcSpanExporter;
+use crate::otlp::nats::{NatsLogExporter, NatsMetricExporter, NatsSpanExporter};
+use crate::otlp::{LogSink, MetricSink, SpanSink};
 use crate::policy::{RedactingLoggerProvider, RedactingSpanProcessor};
 use crate::process_metrics;
-use crate::sdk_health::{self, ExportCounter, SpanStartCounter};
-use crate::settings::{LogFormat, Protocol, Settings, SettingsError, Signal};
+use crate::sdk_health::{self, ExportCounter, ExportCounts, SpanStartCounter};
+use crate::settings::{Exporter, LogFormat, Protocol, Settings, SettingsError, Signal, SpanExport};
 use crate::stdout::{JsonLines, RedactingFields};
 
 /// Name and version of the binary, and where its log lines go; build it with
@@ -42,8 +44,8 @@ pub struct ServiceInfo {
     pub version: &'static str,
     /// Log filter when `RUST_LOG` is unset (services: `info`; a CLI: `warn`).
     pub default_log_filter: &'static str,
-    /// Log lines on stderr instead of stdout (a CLI keeps stdout for its results).
-    pub log_to_stderr: bool,
+    /// Where log lines are printed (they go over OTLP too, whatever this says).
+    pub log_lines: LogLines,
     /// Report the process's CPU time and memory (`process.*`): a long-running service
     /// yes; a CLI run or a one-shot step no, or `ServiceDown` would read every ended run
     /// as a service gone and the process panels would add up exited runs.
@@ -58,10 +60,21 @@ macro_rules! service_info {
             name: env!("CARGO_PKG_NAME"),
             version: env!("CARGO_PKG_VERSION"),
             default_log_filter: "info",
-            log_to_stderr: false,
+            log_lines: $crate::LogLines::Stdout,
             process_metrics: true,
         }
     };
+}
+
+/// Where a process prints its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLines {
+    /// A service: stdout, as `docker logs` shows it.
+    Stdout,
+    /// A CLI, which keeps stdout for its results.
+    Stderr,
+    /// Nowhere: a full-screen terminal UI owns the screen.
+    Off,
 }
 
 /// Why telemetry could not be set up.
@@ -152,30 +165,6 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// The body of a service's `main`: sets up telemetry, runs `run` with a shutdown future
-/// that resolves on SIGTERM or Ctrl-C, logs its error if any, flushes telemetry, and turns
-/// the outcome into the exit code.
-pub async fn run_service<F, Fut, E>(service: ServiceInfo, run: F) -> std::process::ExitCode
-where
-    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let guard = match init(service) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("{}: {error}", service.name);
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = run(Box::pin(crate::health::shutdown_signal())).await;
-    if let Err(error) = &result {
-        tracing::error!(%error, "{} stopped", service.name);
-    }
-    guard.shutdown().await;
-    if result.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
-}
-
 /// Sets up traces, metrics and logs for this process from the standard environment
 /// variables and installs the global `tracing` subscriber and propagator.
 ///
@@ -188,9 +177,9 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         Box::new(BaggagePropagator::new()),
     ]));
 
-    let log = filters::log_targets(service.default_log_filter);
+    let log = filters::log_targets(settings.rust_log.as_deref(), service.default_log_filter);
     let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> =
-        vec![stdout_layer(settings.log_format, log.clone(), service.log_to_stderr)];
+        stdout_layer(settings.log_format, log.clone(), service.log_lines).into_iter().collect();
     let providers = if settings.sdk_disabled {
         None
     } else {
@@ -215,7 +204,7 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         if service.process_metrics {
             process_metrics::register();
         }
-        sdk_health::register_sampling_ratio();
+        sdk_health::register_sampling_ratio(settings.sampling_ratio);
         crate::propagation::register_failures_at_zero();
         Some(providers)
     };
@@ -224,62 +213,95 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
 }
 
 fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Providers, InitError> {
-    let uses_grpc = settings.protocols.contains(&Protocol::Grpc);
+    let uses_grpc = (0..3).any(|i| settings.exporters[i] == Exporter::Otlp && settings.protocols[i] == Protocol::Grpc);
     if uses_grpc && tokio::runtime::Handle::try_current().is_err() {
         return Err(InitError::NoRuntime);
     }
     let resource = resource(settings, service);
-    let exporter_error = |signal| move |source| InitError::Exporter { signal, source };
-
-    // OTLP/gRPC with plain settings: the crate's own encoder (see otlp_grpc); else the
-    // official exporter.
-    let direct = match settings.protocol(Signal::Traces) {
-        Protocol::Grpc => DirectGrpcSpanExporter::from_env(&|name| std::env::var(name).ok()),
-        Protocol::HttpProtobuf => None,
-    };
-    let spans = match direct {
-        Some(direct) => SpanSink::Direct(direct.map_err(|reason| InitError::Endpoint { signal: "traces", reason })?),
-        None => SpanSink::Official(
-            match settings.protocol(Signal::Traces) {
-                Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
-                Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
-            }
-            .map_err(exporter_error("traces"))?,
-        ),
-    };
-    let metrics = match settings.protocol(Signal::Metrics) {
-        Protocol::Grpc => MetricExporter::builder().with_tonic().build(),
-        Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
-    }
-    .map_err(exporter_error("metrics"))?;
-    let logs = match settings.protocol(Signal::Logs) {
-        Protocol::Grpc => LogExporter::builder().with_tonic().build(),
-        Protocol::HttpProtobuf => LogExporter::builder().with_http().build(),
-    }
-    .map_err(exporter_error("logs"))?;
+    let service_name = resource.get(&Key::new("service.name")).map(|v| v.to_string()).unwrap_or_default();
 
     // The meter provider is global before the span pipeline is built: the SDK's batch
     // processor and the export counters (sdk_health) take their meters from it.
-    let meter = SdkMeterProvider::builder()
-        .with_resource(resource.clone())
-        .with_reader(PeriodicReader::builder(metrics).build())
-        .build();
+    let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
+    if let Some(metrics) = metric_sink(settings, &service_name)? {
+        meter = meter.with_reader(PeriodicReader::builder(metrics).build());
+    }
+    let meter = meter.build();
     global::set_meter_provider(meter.clone());
 
     // Batch sizes, queue limits and intervals come from OTEL_BSP_*, OTEL_BLRP_* and
     // OTEL_METRIC_EXPORT_INTERVAL, read by the SDK builders; the sampler from
     // OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
-    let spans = ExportCounter::new(spans, "span", exporter_component(settings, Signal::Traces));
-    let tracer = SdkTracerProvider::builder()
-        .with_resource(resource.clone())
-        .with_span_processor(span_processor(spans, span_batch_config()))
-        .build();
-    let logs = ExportCounter::new(logs, "log", exporter_component(settings, Signal::Logs));
-    let logger = SdkLoggerProvider::builder().with_resource(resource).with_batch_exporter(logs).build();
-    Ok(Providers { tracer, logger, meter })
+    let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
+    if let Some(spans) = span_sink(settings, &service_name)? {
+        tracer = tracer.with_span_processor(span_processor(spans, span_batch_config(settings)));
+    }
+    let mut logger = SdkLoggerProvider::builder().with_resource(resource);
+    if let Some(logs) = log_sink(settings, &service_name)? {
+        logger = logger.with_batch_exporter(logs);
+    }
+    Ok(Providers { tracer: tracer.build(), logger: logger.build(), meter })
 }
 
-/// A service's one span processor: counts started spans ([`SpanStartCounter`]), applies
+/// The span exporter the settings choose: for OTLP the crate's own with plain OTLP/gRPC
+/// settings, else opentelemetry-otlp's.
+fn span_sink(settings: &Settings, service: &str) -> Result<Option<SpanSink>, InitError> {
+    let otlp = match (settings.exporter(Signal::Traces), &settings.span_export) {
+        (Exporter::None, _) => return Ok(None),
+        (Exporter::Console, _) => return Ok(Some(SpanSink::Console(opentelemetry_stdout::SpanExporter::default()))),
+        (Exporter::Nats, _) => return Ok(Some(SpanSink::Nats(NatsSpanExporter::new(service)))),
+        (Exporter::Otlp, otlp) => otlp,
+    };
+    let sink = match otlp {
+        SpanExport::Direct { endpoint, timeout } => {
+            let counts = ExportCounts::new("span", "otlp_grpc_span_exporter");
+            let direct = DirectGrpcSpanExporter::new(endpoint, *timeout, counts);
+            SpanSink::Direct(direct.map_err(|reason| InitError::Endpoint { signal: "traces", reason })?)
+        }
+        SpanExport::Official(protocol) => {
+            let (built, component) = match protocol {
+                Protocol::Grpc => (SpanExporter::builder().with_tonic().build(), "otlp_grpc_span_exporter"),
+                Protocol::HttpProtobuf => (SpanExporter::builder().with_http().build(), "otlp_http_span_exporter"),
+            };
+            let exporter = built.map_err(|source| InitError::Exporter { signal: "traces", source })?;
+            SpanSink::Official(ExportCounter::new(exporter, ExportCounts::new("span", component)))
+        }
+    };
+    Ok(Some(sink))
+}
+
+/// The log exporter the settings choose.
+fn log_sink(settings: &Settings, service: &str) -> Result<Option<LogSink>, InitError> {
+    let protocol = match settings.exporter(Signal::Logs) {
+        Exporter::None => return Ok(None),
+        Exporter::Console => return Ok(Some(LogSink::Console(opentelemetry_stdout::LogExporter::default()))),
+        Exporter::Nats => return Ok(Some(LogSink::Nats(NatsLogExporter::new(service)))),
+        Exporter::Otlp => settings.protocol(Signal::Logs),
+    };
+    let (built, component) = match protocol {
+        Protocol::Grpc => (LogExporter::builder().with_tonic().build(), "otlp_grpc_log_exporter"),
+        Protocol::HttpProtobuf => (LogExporter::builder().with_http().build(), "otlp_http_log_exporter"),
+    };
+    let exporter = built.map_err(|source| InitError::Exporter { signal: "logs", source })?;
+    Ok(Some(LogSink::Otlp(Box::new(ExportCounter::new(exporter, ExportCounts::new("log", component))))))
+}
+
+/// The metric exporter the settings choose.
+fn metric_sink(settings: &Settings, service: &str) -> Result<Option<MetricSink>, InitError> {
+    let protocol = match settings.exporter(Signal::Metrics) {
+        Exporter::None => return Ok(None),
+        Exporter::Console => return Ok(Some(MetricSink::Console(opentelemetry_stdout::MetricExporter::default()))),
+        Exporter::Nats => return Ok(Some(MetricSink::Nats(NatsMetricExporter::new(service)))),
+        Exporter::Otlp => settings.protocol(Signal::Metrics),
+    };
+    let built = match protocol {
+        Protocol::Grpc => MetricExporter::builder().with_tonic().build(),
+        Protocol::HttpProtobuf => MetricExporter::builder().with_http().build(),
+    };
+    Ok(Some(MetricSink::Otlp(built.map_err(|source| InitError::Exporter { signal: "metrics", source })?)))
+}
+
+/// A service's one span processor: counts started spans (`SpanStartCounter`), applies
 /// the redaction policy, then queues the span for `exporter` in the SDK's batch processor.
 /// One processor, each wrapping the next: a provider with several processors deep-copies
 /// every ended span (attributes, events, links) once per processor.
@@ -290,16 +312,6 @@ where
     SpanStartCounter::new(RedactingSpanProcessor::new(
         BatchSpanProcessor::builder(exporter).with_batch_config(config).build(),
     ))
-}
-
-/// `otel.component.type` of a signal's OTLP exporter (`otlp_grpc_span_exporter`, ...).
-fn exporter_component(settings: &Settings, signal: Signal) -> &'static str {
-    match (settings.protocol(signal), signal) {
-        (Protocol::Grpc, Signal::Traces) => "otlp_grpc_span_exporter",
-        (Protocol::HttpProtobuf, Signal::Traces) => "otlp_http_span_exporter",
-        (Protocol::Grpc, _) => "otlp_grpc_log_exporter",
-        (Protocol::HttpProtobuf, _) => "otlp_http_log_exporter",
-    }
 }
 
 /// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset: a second of a busy worker
@@ -315,12 +327,13 @@ pub const DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE: usize = 512;
 
 /// The SDK's batch settings from `OTEL_BSP_*`, with this crate's defaults for what the
 /// environment leaves unset (set variables always win).
-fn span_batch_config() -> BatchConfig {
+fn span_batch_config(settings: &Settings) -> BatchConfig {
+    let [queue_size_set, batch_size_set] = settings.bsp_sizes_set;
     let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
-    if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+    if !queue_size_set {
         config = config.with_max_queue_size(DEFAULT_BSP_MAX_QUEUE_SIZE);
     }
-    if std::env::var_os("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+    if !batch_size_set {
         config = config.with_max_export_batch_size(DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE);
     }
     config.build()
@@ -346,7 +359,12 @@ fn resource(settings: &Settings, service: ServiceInfo) -> Resource {
 /// The subscriber under the output layers: the registry behind the global filter.
 type Base = Layered<Targets, Registry>;
 
-fn stdout_layer(format: LogFormat, log: Targets, stderr: bool) -> Box<dyn Layer<Base> + Send + Sync> {
+fn stdout_layer(format: LogFormat, log: Targets, lines: LogLines) -> Option<Box<dyn Layer<Base> + Send + Sync>> {
+    let stderr = match lines {
+        LogLines::Stdout => false,
+        LogLines::Stderr => true,
+        LogLines::Off => return None,
+    };
     let allow = move |meta: &Metadata<'_>| {
         log.would_enable(meta.target(), meta.level()) && filters::throttle_sdk_diagnostics(meta)
     };
@@ -355,10 +373,10 @@ fn stdout_layer(format: LogFormat, log: Targets, stderr: bool) -> Box<dyn Layer<
     let ansi = if stderr { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
     let writer = if stderr { BoxMakeWriter::new(std::io::stderr) } else { BoxMakeWriter::new(std::io::stdout) };
     let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
-    match format {
+    Some(match format {
         // JsonLines reads the span's name from the registry and the trace ids from the OTel
         // context, never the formatted span fields: the fmt layer need not see spans.
         LogFormat::Json => Gate::events_only(layer.event_format(JsonLines), allow).boxed(),
         LogFormat::Text => Gate::new(layer.fmt_fields(RedactingFields::default()), allow).boxed(),
-    }
+    })
 }

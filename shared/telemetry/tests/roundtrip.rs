@@ -28,7 +28,7 @@ impl TestApp {
 
     /// Runs the example to completion with the receiver's env plus `env`; returns its output.
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nats-roundtrip"));
+        let mut cmd = Command::new(test_harness::cargo_example("nats-roundtrip"));
         cmd.args(["--nats-url", &self.nats.url()])
             .args(args)
             .envs(self.otlp.env())
@@ -237,8 +237,8 @@ async fn the_attribute_policy_keeps_a_token_out_of_every_export() {
         })
         .await
         .expect("exports");
-    assert_eq!(span.attributes.str("auth.token"), Some(telemetry::REDACTED));
-    assert_eq!(log.attributes.str("auth.token"), Some(telemetry::REDACTED));
+    assert_eq!(span.attributes.str("auth.token"), Some(telemetry::policy::REDACTED));
+    assert_eq!(log.attributes.str("auth.token"), Some(telemetry::policy::REDACTED));
     let everything = format!("{:?}", app.otlp.captured());
     assert!(!everything.contains(secret), "the secret reached an export");
     for format in ["text", "json"] {

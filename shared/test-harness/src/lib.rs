@@ -31,7 +31,7 @@ pub mod trace;
 
 pub use nats::NatsServer;
 pub use otlp::OtlpReceiver;
-pub use paths::{cargo_bin, workspace_root};
+pub use paths::{cargo_bin, cargo_example, workspace_root};
 pub use postgres::{Postgres, TestDatabase};
 pub use process::ChildProcess;
 pub use stack::{ChatStack, CliRun, Service};
@@ -47,6 +47,27 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
     let ticks: Vec<f64> = after.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
     ticks.iter().sum::<f64>() / 100.0
+}
+
+/// CPU seconds of process `pid` by thread, from the scheduler's nanosecond counts
+/// (`/proc/<pid>/task/*/schedstat`; threads that ended are not counted): (the
+/// OpenTelemetry SDK's span batch thread, every other thread). Linux keeps 15 bytes of a
+/// thread's name, so the SDK's `OpenTelemetry.Traces.BatchProcessor` is `OpenTelemetry.T`.
+/// The worker's drain bench and the telemetry crate's per_message bench split their CPU
+/// with it.
+pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
+    let mut split = (0.0, 0.0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let seconds = schedstat.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()).unwrap_or_default() / 1e9;
+        if comm.starts_with("OpenTelemetry.T") {
+            split.0 += seconds;
+        } else {
+            split.1 += seconds;
+        }
+    }
+    split
 }
 
 /// A free TCP port on loopback (bound, read, released).

@@ -19,6 +19,18 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     path
 }
 
+/// The path of example `name` of the workspace, built by `cargo build --workspace --examples`.
+pub fn cargo_example(name: &str) -> PathBuf {
+    let bin = cargo_bin("examples");
+    let path = bin.join(name);
+    assert!(
+        path.exists(),
+        "example {} not found; build it first with `cargo build --workspace --examples`",
+        path.display()
+    );
+    path
+}
+
 /// Finds a program: the named environment variable, then the project-local tools dir
 /// (`.tools/py/bin`, filled by `scripts/test-deps.sh`), then `PATH`.
 pub(crate) fn find_program(env_var: &str, name: &str) -> Option<PathBuf> {

@@ -47,7 +47,7 @@ fn with_test_admin() -> HarnessResult<tempfile::TempDir> {
     let accounts = dir.path().join("accounts.conf");
     let text = std::fs::read_to_string(&accounts).map_err(|e| format!("{}: {e}", accounts.display()))?;
     let users_anchor = "    users: [\n      # persist-worker";
-    let auth_users_anchor = "auth_users: [ auth, persist, setup, history, tracer ]";
+    let auth_users_anchor = "auth_users: [ auth, persist, setup, history, tracer, otlp-bridge ]";
     if !text.contains(users_anchor) || !text.contains(auth_users_anchor) {
         return Err(format!("nats/accounts.conf changed: update with_test_admin in {}", file!()));
     }
@@ -55,7 +55,7 @@ fn with_test_admin() -> HarnessResult<tempfile::TempDir> {
     let text =
         text.replacen(users_anchor, &format!("    users: [\n      {admin}\n      # persist-worker"), 1).replacen(
             auth_users_anchor,
-            &format!("auth_users: [ auth, persist, setup, history, tracer, {TEST_ADMIN} ]"),
+            &format!("auth_users: [ auth, persist, setup, history, tracer, otlp-bridge, {TEST_ADMIN} ]"),
             1,
         );
     std::fs::write(&accounts, text).map_err(|e| format!("write {}: {e}", accounts.display()))?;
@@ -247,6 +247,7 @@ impl ChatStack {
                 "auth-service" => ("auth", "NATS_AUTH_PASSWORD"),
                 "history-service" => ("history", "NATS_HISTORY_PASSWORD"),
                 "nats-trace-bridge" => ("tracer", "NATS_TRACER_PASSWORD"),
+                "otlp-bridge" => ("otlp-bridge", "NATS_OTLP_BRIDGE_PASSWORD"),
                 _ => ("persist", "NATS_PERSIST_PASSWORD"),
             };
             cmd.env("NATS_USER", user).env("NATS_PASSWORD", self.secret(password));
@@ -273,11 +274,27 @@ impl ChatStack {
         if status.success() { Ok(()) } else { Err(format!("setup step failed ({status}):\n{}", setup.output())) }
     }
 
+    /// The telemetry setup step as `make up` runs it: `otlp-bridge setup` as the NATS
+    /// user `setup` (streams TELEMETRY, TELEMETRY_DLQ and the consumer `otlp-bridge`).
+    pub async fn set_up_telemetry_streams(&self) -> HarnessResult<()> {
+        let mut cmd = self.service_command("otlp-bridge", free_port());
+        cmd.arg("setup").env("OTEL_SERVICE_NAME", "telemetry-setup");
+        if !self.secrets.is_empty() {
+            cmd.env("NATS_USER", "setup").env("NATS_PASSWORD", self.secret("NATS_SETUP_PASSWORD"));
+        }
+        let mut setup = ChildProcess::spawn("telemetry-setup", cmd)?;
+        let status = setup.wait_exit(Duration::from_secs(90)).await?;
+        if status.success() { Ok(()) } else { Err(format!("telemetry setup failed ({status}):\n{}", setup.output())) }
+    }
+
     /// Starts a service binary with extra environment and waits until it is ready (the
-    /// worker after the setup step).
+    /// worker and the OTLP bridge after their setup steps).
     pub async fn spawn_service(&self, bin: &str, env: &[(&str, &str)]) -> HarnessResult<Service> {
         if bin == "persist-worker" {
             self.set_up_streams(env).await?;
+        }
+        if bin == "otlp-bridge" {
+            self.set_up_telemetry_streams().await?;
         }
         let health_port = free_port();
         let mut cmd = self.service_command(bin, health_port);

@@ -20,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
     written.extend_from_slice(b"\r\n");
     let (_, _, again) = parse_header_block(&written).expect("headers as written are readable");
     assert_eq!(again, headers);
-    let _ = telemetry::extract_context(Some(&headers));
+    let _ = telemetry::propagation::extract_context(Some(&headers));
 });

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             headers.append(name, value);
         }
     }
-    let context = telemetry::extract_context(Some(&headers));
+    let context = telemetry::propagation::extract_context(Some(&headers));
     let span = context.span();
     let parent = span.span_context();
     if parent.is_valid() {

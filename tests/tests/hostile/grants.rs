@@ -53,6 +53,13 @@ const DANGEROUS: &[&str] = &[
     "$SRV.PING",
     "$SYS.REQ.USER.AUTH",
     "_INBOX.svc.persist-worker.x",
+    // Telemetry of a service the user is not (forged spans), and the telemetry streams.
+    "telemetry.spans.history-service",
+    "telemetry.dlq.spans",
+    "$JS.API.STREAM.DELETE.TELEMETRY",
+    "$JS.API.STREAM.PURGE.TELEMETRY",
+    "$JS.API.STREAM.UPDATE.TELEMETRY",
+    "$JS.API.CONSUMER.DELETE.TELEMETRY.otlp-bridge",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,7 +69,9 @@ async fn every_user_and_role_is_held_to_its_grant() {
     let no_publish: Vec<&str> =
         [&["chat.msg.general.bob", "chat.dlq.general", "_INBOX.chat.bob.x", "chat.history.general.bob"][..], DANGEROUS]
             .concat();
-    let no_subscribe = ["_INBOX.>", "_INBOX.chat.bob.>", "_INBOX.svc.persist-worker.>", "chat.dlq.>", ">", "$JS.API.>"];
+    // Nor read anyone's telemetry (it carries subjects, user names, trace ids).
+    let no_subscribe =
+        ["_INBOX.>", "_INBOX.chat.bob.>", "_INBOX.svc.persist-worker.>", "chat.dlq.>", ">", "$JS.API.>", "telemetry.>"];
     let grant = Grant {
         publish: &["chat.history.general.alice"],
         no_publish: &no_publish,
@@ -101,7 +110,12 @@ async fn every_user_and_role_is_held_to_its_grant() {
     ]
     .concat();
     let grant = Grant {
-        publish: &["chat.dlq.probe", "$JS.API.STREAM.INFO.CHAT", "$JS.API.CONSUMER.INFO.CHAT.persist-worker"],
+        publish: &[
+            "chat.dlq.probe",
+            "$JS.API.STREAM.INFO.CHAT",
+            "$JS.API.CONSUMER.INFO.CHAT.persist-worker",
+            "telemetry.spans.persist-worker",
+        ],
         no_publish: &no_publish,
         subscribe: &["_INBOX.svc.persist-worker.x"],
         no_subscribe: &["chat.msg.>", "_INBOX.>", "_INBOX.chat.alice.>", "nats.trace.events", "chat.history.*.*"],
@@ -109,45 +123,92 @@ async fn every_user_and_role_is_held_to_its_grant() {
     assert_grant("persist", &persist, &grant).await;
 
     let setup = app.service_user("setup", "NATS_SETUP_PASSWORD").await;
+    let setup_may: Vec<&str> =
+        DANGEROUS.iter().copied().filter(|s| !s.starts_with("$JS.API.STREAM.UPDATE.TELEMETRY")).collect();
     let no_publish: Vec<&str> =
-        [&["chat.msg.general.alice", "chat.dlq.general", "_INBOX.chat.alice.x"][..], DANGEROUS].concat();
+        [&["chat.msg.general.alice", "chat.dlq.general", "_INBOX.chat.alice.x"][..], &setup_may].concat();
     let grant = Grant {
-        publish: &["$JS.API.STREAM.INFO.CHAT", "$JS.API.CONSUMER.INFO.CHAT.persist-worker"],
+        publish: &[
+            "$JS.API.STREAM.INFO.CHAT",
+            "$JS.API.CONSUMER.INFO.CHAT.persist-worker",
+            "$JS.API.STREAM.INFO.TELEMETRY",
+            "$JS.API.CONSUMER.INFO.TELEMETRY.otlp-bridge",
+        ],
         no_publish: &no_publish,
-        subscribe: &["_INBOX.svc.stream-setup.x"],
+        subscribe: &["_INBOX.svc.stream-setup.x", "_INBOX.svc.telemetry-setup.x"],
         no_subscribe: &["chat.msg.>", "_INBOX.>", "chat.dlq.>", "nats.trace.events", "chat.history.*.*"],
     };
     assert_grant("setup", &setup, &grant).await;
 
     let history = app.service_user("history", "NATS_HISTORY_PASSWORD").await;
+    let own_telemetry = |s: &&str| !s.starts_with("telemetry.spans.history-service");
     let no_publish: Vec<&str> =
-        [&["chat.msg.general.bob", "chat.dlq.general", "chat.history.general.alice"][..], DANGEROUS].concat();
+        [
+            &[
+                "chat.msg.general.bob",
+                "chat.dlq.general",
+                "chat.history.general.alice",
+                "telemetry.spans.persist-worker",
+            ][..],
+            &DANGEROUS.iter().copied().filter(own_telemetry).collect::<Vec<_>>(),
+        ]
+        .concat();
     let grant = Grant {
-        publish: &["_INBOX.chat.alice.x"],
+        publish: &["_INBOX.chat.alice.x", "telemetry.spans.history-service"],
         no_publish: &no_publish,
-        subscribe: &["chat.history.general.alice", "$SRV.PING"],
+        subscribe: &["chat.history.general.alice", "$SRV.PING", "_INBOX.svc.history-service.x"],
         no_subscribe: &["chat.msg.>", "_INBOX.>", "chat.dlq.>", "nats.trace.events"],
     };
     assert_grant("history", &history, &grant).await;
 
     let tracer = app.service_user("tracer", "NATS_TRACER_PASSWORD").await;
-    let no_publish: Vec<&str> = [&["chat.msg.general.alice", "_INBOX.chat.alice.x"][..], DANGEROUS].concat();
+    let no_publish: Vec<&str> =
+        [&["chat.msg.general.alice", "_INBOX.chat.alice.x", "telemetry.spans.nats-trace-bridge"][..], DANGEROUS]
+            .concat();
     let grant = Grant {
-        publish: &[],
+        // Its telemetry as exported: service.name nats-server.
+        publish: &["telemetry.spans.nats-server"],
         no_publish: &no_publish,
-        subscribe: &["nats.trace.events"],
+        subscribe: &["nats.trace.events", "_INBOX.svc.nats-trace-bridge.x"],
         no_subscribe: &["chat.msg.>", "_INBOX.>", ">"],
     };
     assert_grant("tracer", &tracer, &grant).await;
 
     let auth = app.service_user("auth", "NATS_AUTH_PASSWORD").await;
     let grant = Grant {
-        publish: &["$SYS._INBOX.probe.x"],
-        no_publish: &["chat.msg.general.alice", "$SYS.REQ.USER.AUTH", "_INBOX.chat.alice.x", ">"],
-        subscribe: &["$SYS.REQ.USER.AUTH"],
+        publish: &["$SYS._INBOX.probe.x", "telemetry.spans.auth-service"],
+        no_publish: &[
+            "chat.msg.general.alice",
+            "$SYS.REQ.USER.AUTH",
+            "_INBOX.chat.alice.x",
+            ">",
+            "telemetry.spans.persist-worker",
+        ],
+        subscribe: &["$SYS.REQ.USER.AUTH", "_INBOX.svc.auth-service.x"],
         no_subscribe: &[">", "_INBOX.>", "$SYS._INBOX.>"],
     };
     assert_grant("auth", &auth, &grant).await;
+
+    // The OTLP bridge: its consumer, its acks, dead letters; no stream changes, no
+    // telemetry of its own through TELEMETRY, no chat.
+    let bridge = app.service_user("otlp-bridge", "NATS_OTLP_BRIDGE_PASSWORD").await;
+    let bridge_may = |s: &&str| !s.starts_with("telemetry.dlq.");
+    let no_publish: Vec<&str> = [
+        &["chat.msg.general.alice", "telemetry.spans.otlp-bridge", "$JS.API.CONSUMER.CREATE.TELEMETRY.otlp-bridge"][..],
+        &DANGEROUS.iter().copied().filter(bridge_may).collect::<Vec<_>>(),
+    ]
+    .concat();
+    let grant = Grant {
+        publish: &[
+            "telemetry.dlq.spans",
+            "$JS.API.STREAM.INFO.TELEMETRY",
+            "$JS.API.CONSUMER.INFO.TELEMETRY.otlp-bridge",
+        ],
+        no_publish: &no_publish,
+        subscribe: &["_INBOX.svc.otlp-bridge.x"],
+        no_subscribe: &["telemetry.>", "_INBOX.>", "chat.msg.>", ">"],
+    };
+    assert_grant("otlp-bridge", &bridge, &grant).await;
 
     // The worker still works after all that: nothing it needs was taken away.
     let sent = app.cli_as("alice", &["send", "general", "still stored"]).await;

@@ -94,6 +94,13 @@ impl OtlpReceiver {
         .collect()
     }
 
+    /// `look` at everything received so far, without copying it (for runs too large to
+    /// copy at every poll).
+    pub fn inspect<T>(&self, look: impl FnOnce(&Captured) -> T) -> T {
+        let captured = self.store.captured.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        look(&captured)
+    }
+
     /// A copy of everything received so far.
     pub fn captured(&self) -> Captured {
         self.store.captured.lock().map(|c| c.clone()).unwrap_or_default()

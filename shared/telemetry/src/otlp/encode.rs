@@ -1,0 +1,652 @@
+//! OTLP protobuf encoding of a span batch straight from the SDK's `SpanData`: the bytes
+//! of an `ExportTraceServiceRequest`, without building `opentelemetry-proto`'s message
+//! structs first (one `String` per attribute key and value, a `Vec` per list) and without
+//! copying the batch. Same message as `opentelemetry-proto`'s
+//! `group_spans_by_resource_and_scope` + `prost::Message::encode` (the tests decode both
+//! and compare); one allocation, of the exact size, per batch.
+//!
+//! Wire format: each nested message is written as its field key, its length and its
+//! fields, so its length is needed before its fields. Two passes: the first (`*_len`)
+//! measures every nested message once and keeps its length in [`Lengths`], in the order
+//! the headers are written; the second (`write_*`, mirroring each `*_len`) writes the
+//! fields, reading the lengths back in that order.
+
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceState};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SpanData;
+use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
+
+/// `SpanFlags`: the W3C trace flags in the low byte, then "the context knows whether the
+/// parent is remote" and "the parent is remote" (OTLP trace.proto).
+const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
+
+/// Encodes span batches for one resource (its message is encoded once).
+#[derive(Debug, Clone, Default)]
+pub struct TraceRequestEncoder {
+    /// The `Resource` message's fields (attributes).
+    resource: Vec<u8>,
+    schema_url: String,
+}
+
+impl TraceRequestEncoder {
+    /// For spans of `resource`.
+    pub fn new(resource: &Resource) -> Self {
+        let mut lengths = Lengths::default();
+        for (key, value) in resource.iter() {
+            lengths.nested(field::resource::ATTRIBUTES, |l| key_value_len(key.as_str(), value, l));
+        }
+        let mut encoded = Vec::new();
+        for (key, value) in resource.iter() {
+            write_key_value(field::resource::ATTRIBUTES, key.as_str(), value, &mut lengths, &mut encoded);
+        }
+        Self { resource: encoded, schema_url: resource.schema_url().unwrap_or_default().to_owned() }
+    }
+
+    /// The bytes of an `ExportTraceServiceRequest` holding `spans`, grouped by
+    /// instrumentation scope in order of first appearance.
+    pub fn encode(&self, spans: &[SpanData]) -> Vec<u8> {
+        use field::{request, resource_spans, scope_spans};
+        let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
+        for span in spans {
+            match scopes.iter_mut().find(|(scope, _)| *scope == &span.instrumentation_scope) {
+                Some((_, members)) => members.push(span),
+                None => scopes.push((&span.instrumentation_scope, vec![span])),
+            }
+        }
+        // About 40 nested messages per span: its attributes and their values, its events
+        // and links, its status.
+        let mut lengths = Lengths { all: Vec::with_capacity(spans.len() * 48 + 8), next: 0 };
+        let total = lengths.nested(request::RESOURCE_SPANS, |l| {
+            let mut len = message_field_len(resource_spans::RESOURCE, self.resource.len());
+            for (scope, members) in &scopes {
+                len += l.nested(resource_spans::SCOPE_SPANS, |l| {
+                    let mut len = l.nested(scope_spans::SCOPE, |l| scope_len(scope, l));
+                    for span in members {
+                        len += l.nested(scope_spans::SPANS, |l| span_len(span, l));
+                    }
+                    len + string_field_len(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default())
+                });
+            }
+            len + string_field_len(resource_spans::SCHEMA_URL, &self.schema_url)
+        });
+
+        let mut buf = Vec::with_capacity(total);
+        let l = &mut lengths;
+        l.header(request::RESOURCE_SPANS, &mut buf);
+        write_message_header(resource_spans::RESOURCE, self.resource.len(), &mut buf);
+        buf.extend_from_slice(&self.resource);
+        for (scope, members) in &scopes {
+            l.header(resource_spans::SCOPE_SPANS, &mut buf);
+            l.header(scope_spans::SCOPE, &mut buf);
+            write_scope(scope, l, &mut buf);
+            for span in members {
+                l.header(scope_spans::SPANS, &mut buf);
+                write_span(span, l, &mut buf);
+            }
+            write_string(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default(), &mut buf);
+        }
+        write_string(resource_spans::SCHEMA_URL, &self.schema_url, &mut buf);
+        debug_assert_eq!(buf.len(), total);
+        debug_assert_eq!(lengths.next, lengths.all.len(), "every length read back once");
+        buf
+    }
+}
+
+/// The lengths of a batch's nested messages, in the order their headers are written.
+#[derive(Debug, Default)]
+struct Lengths {
+    all: Vec<u32>,
+    /// The next length the writing pass reads.
+    next: usize,
+}
+
+impl Lengths {
+    /// Measures a nested message with `measure` (which records the messages nested in
+    /// it after its own slot) and returns the length of the whole field: key, length,
+    /// message.
+    fn nested(&mut self, tag: u32, measure: impl FnOnce(&mut Self) -> usize) -> usize {
+        let slot = self.all.len();
+        self.all.push(0);
+        let len = measure(self);
+        // A batch is far below 4 GiB (gRPC refuses messages over 4 MiB by default).
+        self.all[slot] = len as u32;
+        message_field_len(tag, len)
+    }
+
+    /// Writes the header of the next nested message: its key and its measured length.
+    fn header(&mut self, tag: u32, buf: &mut Vec<u8>) {
+        let len = self.all[self.next] as usize;
+        self.next += 1;
+        write_message_header(tag, len, buf);
+    }
+}
+
+/// The field numbers of the OTLP messages written here (opentelemetry-proto's
+/// `trace/v1/trace.proto`, `common/v1/common.proto`, `collector/trace/v1/trace_service.proto`).
+mod field {
+    pub(super) mod request {
+        pub(crate) const RESOURCE_SPANS: u32 = 1;
+    }
+    pub(super) mod resource_spans {
+        pub(crate) const RESOURCE: u32 = 1;
+        pub(crate) const SCOPE_SPANS: u32 = 2;
+        pub(crate) const SCHEMA_URL: u32 = 3;
+    }
+    pub(super) mod resource {
+        pub(crate) const ATTRIBUTES: u32 = 1;
+    }
+    pub(super) mod scope_spans {
+        pub(crate) const SCOPE: u32 = 1;
+        pub(crate) const SPANS: u32 = 2;
+        pub(crate) const SCHEMA_URL: u32 = 3;
+    }
+    pub(super) mod scope {
+        pub(crate) const NAME: u32 = 1;
+        pub(crate) const VERSION: u32 = 2;
+        pub(crate) const ATTRIBUTES: u32 = 3;
+    }
+    pub(super) mod span {
+        pub(crate) const TRACE_ID: u32 = 1;
+        pub(crate) const SPAN_ID: u32 = 2;
+        pub(crate) const TRACE_STATE: u32 = 3;
+        pub(crate) const PARENT_SPAN_ID: u32 = 4;
+        pub(crate) const NAME: u32 = 5;
+        pub(crate) const KIND: u32 = 6;
+        pub(crate) const START_TIME_UNIX_NANO: u32 = 7;
+        pub(crate) const END_TIME_UNIX_NANO: u32 = 8;
+        pub(crate) const ATTRIBUTES: u32 = 9;
+        pub(crate) const DROPPED_ATTRIBUTES_COUNT: u32 = 10;
+        pub(crate) const EVENTS: u32 = 11;
+        pub(crate) const DROPPED_EVENTS_COUNT: u32 = 12;
+        pub(crate) const LINKS: u32 = 13;
+        pub(crate) const DROPPED_LINKS_COUNT: u32 = 14;
+        pub(crate) const STATUS: u32 = 15;
+        pub(crate) const FLAGS: u32 = 16;
+    }
+    pub(super) mod event {
+        pub(crate) const TIME_UNIX_NANO: u32 = 1;
+        pub(crate) const NAME: u32 = 2;
+        pub(crate) const ATTRIBUTES: u32 = 3;
+        pub(crate) const DROPPED_ATTRIBUTES_COUNT: u32 = 4;
+    }
+    /// `trace_id` and `span_id` are 1 and 2, as in a span (`write_ids`).
+    pub(super) mod link {
+        pub(crate) const TRACE_STATE: u32 = 3;
+        pub(crate) const ATTRIBUTES: u32 = 4;
+        pub(crate) const DROPPED_ATTRIBUTES_COUNT: u32 = 5;
+        pub(crate) const FLAGS: u32 = 6;
+    }
+    pub(super) mod status {
+        pub(crate) const MESSAGE: u32 = 2;
+        pub(crate) const CODE: u32 = 3;
+    }
+    pub(super) mod key_value {
+        pub(crate) const KEY: u32 = 1;
+        pub(crate) const VALUE: u32 = 2;
+    }
+    pub(super) mod any_value {
+        pub(crate) const STRING: u32 = 1;
+        pub(crate) const BOOL: u32 = 2;
+        pub(crate) const INT: u32 = 3;
+        pub(crate) const DOUBLE: u32 = 4;
+        pub(crate) const ARRAY: u32 = 5;
+    }
+    pub(super) mod array_value {
+        pub(crate) const VALUES: u32 = 1;
+    }
+}
+
+/// `Status.code`: `STATUS_CODE_OK`, `STATUS_CODE_ERROR` (unset is 0, not written).
+const STATUS_OK: u64 = 1;
+const STATUS_ERROR: u64 = 2;
+/// The `flags` fields are fixed32: a key and 4 bytes.
+const FIXED32_LEN: usize = 4;
+
+// --- lengths (the first pass) ----------------------------------------------------------
+
+fn message_field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn string_field_len(tag: u32, s: &str) -> usize {
+    if s.is_empty() { 0 } else { message_field_len(tag, s.len()) }
+}
+
+fn varint_field_len(tag: u32, v: u64) -> usize {
+    if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) }
+}
+
+fn fixed64_field_len(tag: u32, v: u64) -> usize {
+    if v == 0 { 0 } else { key_len(tag) + 8 }
+}
+
+fn attributes_len(tag: u32, attributes: &[KeyValue], l: &mut Lengths) -> usize {
+    attributes.iter().map(|kv| l.nested(tag, |l| key_value_len(kv.key.as_str(), &kv.value, l))).sum()
+}
+
+fn key_value_len(key: &str, value: &Value, l: &mut Lengths) -> usize {
+    string_field_len(field::key_value::KEY, key) + l.nested(field::key_value::VALUE, |l| any_value_len(value, l))
+}
+
+/// `AnyValue`: a oneof, so even a default value (`""`, `false`, `0`) is written.
+fn any_value_len(value: &Value, l: &mut Lengths) -> usize {
+    use field::any_value::{ARRAY, BOOL, DOUBLE, INT, STRING};
+    match value {
+        Value::Bool(b) => key_len(BOOL) + encoded_len_varint(u64::from(*b)),
+        Value::I64(i) => key_len(INT) + encoded_len_varint(*i as u64),
+        Value::F64(_) => key_len(DOUBLE) + 8,
+        Value::String(s) => message_field_len(STRING, s.as_str().len()),
+        Value::Array(array) => l.nested(ARRAY, |l| array_len(array, l)),
+        other => message_field_len(STRING, other.to_string().len()),
+    }
+}
+
+fn array_len(array: &Array, l: &mut Lengths) -> usize {
+    use field::array_value::VALUES;
+    let mut item = |v: Value| l.nested(VALUES, |l| any_value_len(&v, l));
+    match array {
+        Array::Bool(values) => values.iter().map(|v| item(Value::Bool(*v))).sum(),
+        Array::I64(values) => values.iter().map(|v| item(Value::I64(*v))).sum(),
+        Array::F64(values) => values.iter().map(|v| item(Value::F64(*v))).sum(),
+        Array::String(values) => values.iter().map(|v| l.nested(VALUES, |_| string_value_len(v))).sum(),
+        other => item(Value::String(other.to_string().into())),
+    }
+}
+
+fn string_value_len(s: &StringValue) -> usize {
+    message_field_len(field::any_value::STRING, s.as_str().len())
+}
+
+fn scope_len(scope: &InstrumentationScope, l: &mut Lengths) -> usize {
+    use field::scope::{ATTRIBUTES, NAME, VERSION};
+    string_field_len(NAME, scope.name())
+        + string_field_len(VERSION, scope.version().unwrap_or_default())
+        + scope
+            .attributes()
+            .map(|kv| l.nested(ATTRIBUTES, |l| key_value_len(kv.key.as_str(), &kv.value, l)))
+            .sum::<usize>()
+}
+
+/// `trace_id` and `span_id` (16 and 8 bytes), the same field numbers in a span and a link.
+fn ids_len() -> usize {
+    message_field_len(field::span::TRACE_ID, 16) + message_field_len(field::span::SPAN_ID, 8)
+}
+
+/// The W3C `tracestate` header (built only when there is one).
+fn trace_state(cx: &SpanContext) -> Cow<'static, str> {
+    if *cx.trace_state() == TraceState::NONE { Cow::Borrowed("") } else { Cow::Owned(cx.trace_state().header()) }
+}
+
+fn span_len(span: &SpanData, l: &mut Lengths) -> usize {
+    use field::span::*;
+    let parent = if span.parent_span_id == SpanId::INVALID { 0 } else { message_field_len(PARENT_SPAN_ID, 8) };
+    ids_len()
+        + string_field_len(TRACE_STATE, &trace_state(&span.span_context))
+        + parent
+        + string_field_len(NAME, &span.name)
+        + varint_field_len(KIND, kind(&span.span_kind))
+        + fixed64_field_len(START_TIME_UNIX_NANO, nanos(span.start_time))
+        + fixed64_field_len(END_TIME_UNIX_NANO, nanos(span.end_time))
+        + attributes_len(ATTRIBUTES, &span.attributes, l)
+        + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(span.dropped_attributes_count))
+        + span.events.iter().map(|e| l.nested(EVENTS, |l| event_len(e, l))).sum::<usize>()
+        + varint_field_len(DROPPED_EVENTS_COUNT, u64::from(span.events.dropped_count))
+        + span.links.iter().map(|link| l.nested(LINKS, |l| link_len(link, l))).sum::<usize>()
+        + varint_field_len(DROPPED_LINKS_COUNT, u64::from(span.links.dropped_count))
+        + l.nested(STATUS, |_| status_len(&span.status))
+        + key_len(FLAGS)
+        + FIXED32_LEN
+}
+
+fn event_len(event: &Event, l: &mut Lengths) -> usize {
+    use field::event::*;
+    fixed64_field_len(TIME_UNIX_NANO, nanos(event.timestamp))
+        + string_field_len(NAME, &event.name)
+        + attributes_len(ATTRIBUTES, &event.attributes, l)
+        + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(event.dropped_attributes_count))
+}
+
+fn link_len(link: &Link, l: &mut Lengths) -> usize {
+    use field::link::*;
+    ids_len()
+        + string_field_len(TRACE_STATE, &trace_state(&link.span_context))
+        + attributes_len(ATTRIBUTES, &link.attributes, l)
+        + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(link.dropped_attributes_count))
+        + key_len(FLAGS)
+        + FIXED32_LEN
+}
+
+fn status_len(status: &Status) -> usize {
+    use field::status::{CODE, MESSAGE};
+    match status {
+        Status::Unset => 0,
+        Status::Ok => varint_field_len(CODE, STATUS_OK),
+        Status::Error { description } => string_field_len(MESSAGE, description) + varint_field_len(CODE, STATUS_ERROR),
+    }
+}
+
+// --- values --------------------------------------------------------------------------
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `Span.SpanKind`.
+fn kind(kind: &SpanKind) -> u64 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+fn flags(cx: &SpanContext, parent_is_remote: bool) -> u32 {
+    u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE | if parent_is_remote { IS_REMOTE } else { 0 }
+}
+
+// --- writing (the second pass) ---------------------------------------------------------
+
+/// A varint; most (field keys, lengths of short values) are one byte, written without
+/// a call into prost's general loop (a fifth of the encoder's time, measured with perf).
+#[inline]
+fn put_varint(v: u64, buf: &mut Vec<u8>) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        encode_varint(v, buf);
+    }
+}
+
+/// A field key (`tag << 3 | wire type`).
+#[inline]
+fn put_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    put_varint(u64::from(tag << 3 | wire_type as u32), buf);
+}
+
+fn write_message_header(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    put_key(tag, WireType::LengthDelimited, buf);
+    put_varint(len as u64, buf);
+}
+
+fn write_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+    write_message_header(tag, bytes.len(), buf);
+    buf.extend_from_slice(bytes);
+}
+
+fn write_string(tag: u32, s: &str, buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        write_bytes(tag, s.as_bytes(), buf);
+    }
+}
+
+fn write_varint(tag: u32, v: u64, buf: &mut Vec<u8>) {
+    if v != 0 {
+        put_key(tag, WireType::Varint, buf);
+        put_varint(v, buf);
+    }
+}
+
+fn write_fixed64(tag: u32, v: u64, buf: &mut Vec<u8>) {
+    if v != 0 {
+        put_key(tag, WireType::SixtyFourBit, buf);
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn write_fixed32(tag: u32, v: u32, buf: &mut Vec<u8>) {
+    put_key(tag, WireType::ThirtyTwoBit, buf);
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+
+fn write_attributes(tag: u32, attributes: &[KeyValue], l: &mut Lengths, buf: &mut Vec<u8>) {
+    for kv in attributes {
+        write_key_value(tag, kv.key.as_str(), &kv.value, l, buf);
+    }
+}
+
+fn write_key_value(tag: u32, key: &str, value: &Value, l: &mut Lengths, buf: &mut Vec<u8>) {
+    l.header(tag, buf);
+    write_string(field::key_value::KEY, key, buf);
+    l.header(field::key_value::VALUE, buf);
+    write_any_value(value, l, buf);
+}
+
+/// The fields of an `AnyValue` (its oneof always written).
+fn write_any_value(value: &Value, l: &mut Lengths, buf: &mut Vec<u8>) {
+    use field::any_value::{ARRAY, BOOL, DOUBLE, INT, STRING};
+    match value {
+        Value::Bool(b) => {
+            put_key(BOOL, WireType::Varint, buf);
+            put_varint(u64::from(*b), buf);
+        }
+        Value::I64(i) => {
+            put_key(INT, WireType::Varint, buf);
+            put_varint(*i as u64, buf);
+        }
+        Value::F64(f) => {
+            put_key(DOUBLE, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&f.to_le_bytes());
+        }
+        Value::String(s) => write_bytes(STRING, s.as_str().as_bytes(), buf),
+        Value::Array(array) => {
+            l.header(ARRAY, buf);
+            write_array(array, l, buf);
+        }
+        other => write_bytes(STRING, other.to_string().as_bytes(), buf),
+    }
+}
+
+fn write_array(array: &Array, l: &mut Lengths, buf: &mut Vec<u8>) {
+    use field::array_value::VALUES;
+    let item = |v: &Value, l: &mut Lengths, buf: &mut Vec<u8>| {
+        l.header(VALUES, buf);
+        write_any_value(v, l, buf);
+    };
+    match array {
+        Array::Bool(values) => values.iter().for_each(|v| item(&Value::Bool(*v), l, buf)),
+        Array::I64(values) => values.iter().for_each(|v| item(&Value::I64(*v), l, buf)),
+        Array::F64(values) => values.iter().for_each(|v| item(&Value::F64(*v), l, buf)),
+        Array::String(values) => values.iter().for_each(|v| {
+            l.header(VALUES, buf);
+            write_bytes(field::any_value::STRING, v.as_str().as_bytes(), buf);
+        }),
+        other => item(&Value::String(other.to_string().into()), l, buf),
+    }
+}
+
+fn write_scope(scope: &InstrumentationScope, l: &mut Lengths, buf: &mut Vec<u8>) {
+    use field::scope::{ATTRIBUTES, NAME, VERSION};
+    write_string(NAME, scope.name(), buf);
+    write_string(VERSION, scope.version().unwrap_or_default(), buf);
+    for kv in scope.attributes() {
+        write_key_value(ATTRIBUTES, kv.key.as_str(), &kv.value, l, buf);
+    }
+}
+
+/// `trace_id` and `span_id`, the same field numbers in a span and a link.
+fn write_ids(cx: &SpanContext, buf: &mut Vec<u8>) {
+    write_bytes(field::span::TRACE_ID, &cx.trace_id().to_bytes(), buf);
+    write_bytes(field::span::SPAN_ID, &cx.span_id().to_bytes(), buf);
+}
+
+fn write_span(span: &SpanData, l: &mut Lengths, buf: &mut Vec<u8>) {
+    use field::span::*;
+    write_ids(&span.span_context, buf);
+    write_string(TRACE_STATE, &trace_state(&span.span_context), buf);
+    if span.parent_span_id != SpanId::INVALID {
+        write_bytes(PARENT_SPAN_ID, &span.parent_span_id.to_bytes(), buf);
+    }
+    write_string(NAME, &span.name, buf);
+    write_varint(KIND, kind(&span.span_kind), buf);
+    write_fixed64(START_TIME_UNIX_NANO, nanos(span.start_time), buf);
+    write_fixed64(END_TIME_UNIX_NANO, nanos(span.end_time), buf);
+    write_attributes(ATTRIBUTES, &span.attributes, l, buf);
+    write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(span.dropped_attributes_count), buf);
+    for event in span.events.iter() {
+        l.header(EVENTS, buf);
+        write_event(event, l, buf);
+    }
+    write_varint(DROPPED_EVENTS_COUNT, u64::from(span.events.dropped_count), buf);
+    for link in span.links.iter() {
+        l.header(LINKS, buf);
+        write_link(link, l, buf);
+    }
+    write_varint(DROPPED_LINKS_COUNT, u64::from(span.links.dropped_count), buf);
+    l.header(STATUS, buf);
+    write_status(&span.status, buf);
+    write_fixed32(FLAGS, flags(&span.span_context, span.parent_span_is_remote), buf);
+}
+
+fn write_event(event: &Event, l: &mut Lengths, buf: &mut Vec<u8>) {
+    use field::event::*;
+    write_fixed64(TIME_UNIX_NANO, nanos(event.timestamp), buf);
+    write_string(NAME, &event.name, buf);
+    write_attributes(ATTRIBUTES, &event.attributes, l, buf);
+    write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(event.dropped_attributes_count), buf);
+}
+
+fn write_link(link: &Link, l: &mut Lengths, buf: &mut Vec<u8>) {
+    use field::link::*;
+    write_ids(&link.span_context, buf);
+    write_string(TRACE_STATE, &trace_state(&link.span_context), buf);
+    write_attributes(ATTRIBUTES, &link.attributes, l, buf);
+    write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(link.dropped_attributes_count), buf);
+    write_fixed32(FLAGS, flags(&link.span_context, link.span_context.is_remote()), buf);
+}
+
+fn write_status(status: &Status, buf: &mut Vec<u8>) {
+    use field::status::{CODE, MESSAGE};
+    match status {
+        Status::Unset => {}
+        Status::Ok => write_varint(CODE, STATUS_OK, buf),
+        Status::Error { description } => {
+            write_string(MESSAGE, description, buf);
+            write_varint(CODE, STATUS_ERROR, buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{
+        Link, Span as _, TraceContextExt as _, TraceFlags, TraceId, Tracer as _, TracerProvider as _,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use prost::Message as _;
+
+    fn resource() -> Resource {
+        Resource::builder()
+            .with_service_name("persist-worker")
+            .with_attributes([KeyValue::new("service.instance.id", "i-1"), KeyValue::new("host.cpus", 2)])
+            .with_schema_url([], "https://opentelemetry.io/schemas/1.38.0")
+            .build()
+    }
+
+    /// Spans as the SDK makes them: every value type, events, links, remote and local
+    /// parents, error status, a trace state, two instrumentation scopes.
+    fn sdk_spans() -> Vec<SpanData> {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let worker = provider.tracer("persist-worker");
+        let scoped = provider.tracer_with_scope(
+            InstrumentationScope::builder("telemetry")
+                .with_version("0.1.0")
+                .with_schema_url("https://opentelemetry.io/schemas/1.38.0")
+                .with_attributes([KeyValue::new("scope.kind", "db")])
+                .build(),
+        );
+        let remote = SpanContext::new(
+            TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c),
+            SpanId::from(0xb7ad_6b71_6920_3331),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::from_key_value([("vendor", "v1")]).expect("trace state"),
+        );
+        let parent = opentelemetry::Context::new().with_remote_span_context(remote.clone());
+        let mut process = worker
+            .span_builder("process chat.msg.*.*")
+            .with_kind(SpanKind::Consumer)
+            .with_links(vec![Link::new(remote, vec![KeyValue::new("link.reason", "batch")], 1)])
+            .start_with_context(&worker, &parent);
+        process.set_attributes([
+            KeyValue::new("messaging.system", "nats"),
+            KeyValue::new("empty", ""),
+            KeyValue::new("messaging.message_redelivered", false),
+            KeyValue::new("negative", -42_i64),
+            KeyValue::new("zero", 0_i64),
+            KeyValue::new("messaging.nats.queue_wait", 0.002),
+            KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
+            KeyValue::new("ints", Value::Array(Array::I64(vec![1, -1, 0]))),
+            KeyValue::new("floats", Value::Array(Array::F64(vec![0.5, 0.0]))),
+            KeyValue::new("strings", Value::Array(Array::String(vec!["a".into(), "".into()]))),
+            KeyValue::new("nonascii", "grüße ✓"),
+        ]);
+        process.add_event("ack", vec![KeyValue::new("messaging.operation.type", "settle")]);
+        process.add_event("no attributes", vec![]);
+        process.set_status(Status::error("boom: the insert failed"));
+        let cx = parent.with_span(process);
+        let mut insert =
+            scoped.span_builder("INSERT chat.messages").with_kind(SpanKind::Client).start_with_context(&scoped, &cx);
+        insert.set_status(Status::Ok);
+        insert.end();
+        cx.span().end();
+        let mut root = worker.span_builder("publish chat.msg.*.*").with_kind(SpanKind::Producer).start(&worker);
+        root.end();
+        let mut spans = exporter.get_finished_spans().expect("spans");
+        // Counts the SDK only sets past its limits.
+        let mut limited = spans[0].clone();
+        limited.dropped_attributes_count = 3;
+        limited.events.dropped_count = 4;
+        limited.links.dropped_count = 5;
+        limited.span_kind = SpanKind::Server;
+        spans.push(limited);
+        let mut internal = spans[0].clone();
+        internal.span_kind = SpanKind::Internal;
+        internal.parent_span_id = SpanId::INVALID;
+        internal.parent_span_is_remote = false;
+        internal.status = Status::Unset;
+        internal.attributes.clear();
+        internal.events.events.clear();
+        internal.links.links.clear();
+        spans.push(internal);
+        spans
+    }
+
+    #[test]
+    fn decodes_to_the_same_request_as_the_official_transform() {
+        let (resource, spans) = (resource(), sdk_spans());
+        assert!(spans.len() >= 5, "{}", spans.len());
+        let ours = TraceRequestEncoder::new(&resource).encode(&spans);
+        let official = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans, &ResourceAttributesWithSchema::from(&resource)),
+        };
+        let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).expect("our bytes decode as OTLP");
+        assert_eq!(decoded, official);
+        assert_eq!(ours.len(), official.encoded_len(), "no more and no fewer bytes than prost writes");
+        assert_eq!(decoded.resource_spans[0].scope_spans.len(), 2, "grouped by scope");
+    }
+
+    #[test]
+    fn an_empty_batch_is_a_request_with_the_resource_only() {
+        let resource = resource();
+        let ours = TraceRequestEncoder::new(&resource).encode(&[]);
+        let official = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                Vec::new(),
+                &ResourceAttributesWithSchema::from(&resource),
+            ),
+        };
+        assert_eq!(ExportTraceServiceRequest::decode(ours.as_slice()).expect("decodes"), official);
+    }
+}
