@@ -70,10 +70,28 @@ pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
     split
 }
 
-/// A free TCP port on loopback (bound, read, released).
+/// A free TCP port for a server a test starts: chosen at random **below the kernel's
+/// ephemeral range** (`/proc/sys/net/ipv4/ip_local_port_range`) and checked free on every
+/// interface. A port the kernel hands out (`bind(0)`, or the local end of any outgoing
+/// connection) is never one of these, so a server that binds it seconds later (Keycloak
+/// takes half a minute) cannot find it taken by a parallel test's connection, which is
+/// how a port from `bind(0)` failed in CI. Never the same port twice in one process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+    use rand::Rng;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 { (10_000, ephemeral_low) } else { (1024, 10_000) };
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(low..high);
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high} after 1000 tries")
 }
