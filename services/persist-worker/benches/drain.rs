@@ -6,8 +6,9 @@
 //! chat-cli (sampled as the round's setting says), then the worker drains it. Reports
 //! messages/s (worker ready -> last row committed), worker CPU per message (utime+stime
 //! from /proc), the `process` spans that never reached the receiver (dropped), and the
-//! ratios to the `off` round of the same triple; then the saturation of the whole path with
-//! the loader running (tracing off), and a paced run each way at half of it for the
+//! ratios to the `off` round of the same triple (triples alternate their order: off, on,
+//! 10 %, then 10 %, on, off); then the saturation of the whole path with
+//! the loader running (tracing off), and paced runs each way at half and a quarter of it for the
 //! publish -> commit latency (p50, p99, achieved rate).
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
 //! collector, costs CPU on the same two cores). The worker uses its default batch span
@@ -271,7 +272,7 @@ async fn spans_dropped(stack: &ChatStack, expected: usize) -> usize {
 /// Off/on pairs (`DRAIN_PAIRS` overrides); each pair gives one ratio, the report is their
 /// median (disk and cache state drift during a run, and a pair sees the same state twice).
 const PAIRS: usize = 5;
-/// The paced runs: this long each, at half of the measured saturation rate.
+/// The paced runs: this long each, at half and a quarter of the measured saturation rate.
 const PACED_SECONDS: u32 = 10;
 /// The saturation run (tracing off, loader and worker together).
 const SATURATION_SECONDS: u32 = 8;
@@ -287,10 +288,18 @@ async fn main() {
         return via_nats(pairs).await;
     }
     let (mut off_rates, mut on, mut sampled) = (Vec::new(), Ratios::default(), Ratios::default());
-    for _ in 0..pairs {
-        let off = round(Tracing::Off).await;
-        let traced = round(Tracing::On).await;
-        let ten = round(Tracing::Sampled).await;
+    for pair in 0..pairs {
+        // Every other triple in reverse order: a round's place in the triple (what ran
+        // just before it) then weighs on off and on alike.
+        let (off, traced, ten) = if pair % 2 == 0 {
+            let off = round(Tracing::Off).await;
+            let traced = round(Tracing::On).await;
+            (off, traced, round(Tracing::Sampled).await)
+        } else {
+            let ten = round(Tracing::Sampled).await;
+            let traced = round(Tracing::On).await;
+            (round(Tracing::Off).await, traced, ten)
+        };
         for (tracing, r) in [(Tracing::Off, &off), (Tracing::On, &traced), (Tracing::Sampled, &ten)] {
             let dropped = r.spans_dropped.map(|n| format!("   spans dropped {n}")).unwrap_or_default();
             println!(
@@ -316,6 +325,7 @@ async fn main() {
          sent {sent:.0} msg/s, committed {committed:.0} msg/s"
     );
     paced((saturation / 2.0).round() as u32, Some(saturation)).await;
+    paced((saturation / 4.0).round() as u32, Some(saturation)).await;
     for (label, ratios) in [("100 %", &mut on), ("10 %", &mut sampled)] {
         println!(
             "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
@@ -357,12 +367,15 @@ async fn via_nats(pairs: usize) {
     );
 }
 
-/// The paced runs, off then on, at `rate` (half of the measured `saturation`, or as
-/// `DRAIN_PACED_RATE` asked).
+/// The paced runs, off then on, at `rate` (half or a quarter of the measured
+/// `saturation`, or as `DRAIN_PACED_RATE` asked).
 async fn paced(rate: u32, saturation: Option<f64>) {
     let (off_rate, off_p50, off_p99) = paced_latency(Tracing::Off, rate).await;
     let (on_rate, on_p50, on_p99) = paced_latency(Tracing::On, rate).await;
-    let why = saturation.map_or_else(|| "as DRAIN_PACED_RATE asks".to_owned(), |s| format!("half of {s:.0}"));
+    let why = saturation.map_or_else(
+        || "as DRAIN_PACED_RATE asks".to_owned(),
+        |s| format!("{:.0} % of {s:.0}", 100.0 * f64::from(rate) / s),
+    );
     println!(
         "publish -> commit at {rate} msg/s offered ({why}): off {off_rate:.0} msg/s p50 {off_p50:.1} ms \
          p99 {off_p99:.1} ms; on {on_rate:.0} msg/s p50 {on_p50:.1} ms p99 {on_p99:.1} ms (p99 on - off {:+.2} ms)",
