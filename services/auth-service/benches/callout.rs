@@ -6,12 +6,18 @@
 //! with the project's nats.conf: CONNECT -> sealed callout request -> token validation ->
 //! signed, sealed user JWT -> connected. Reports connections per second (8 concurrent
 //! clients) and p50/p99 latency of sequential connections, and first the same latency for
-//! a user nats.conf knows itself (no callout: the floor of a connection).
+//! a user nats.conf knows itself (no callout: the floor of a connection). With tracing on,
+//! the same connections' server side too, from the spans auth-service exported: its
+//! callout span and each step's p50/p99, so a connection's tail splits into the client's
+//! connect, our handling and the rest (nats-server's callout round trip, scheduling).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use test_harness::ChatStack;
 use test_harness::oidc::TestIssuer;
+use test_harness::{ChatStack, OtlpReceiver};
+
+const CALLOUT_SPAN: &str = "process $SYS.REQ.USER.AUTH";
+const STEPS: [&str; 4] = ["xkey.decrypt", "jwt.validate", "permissions.map", "respond"];
 
 /// Sequential connections per round: a p99 from 1,000 is the 10th slowest (from 300, as
 /// first written, it was the 3rd and moved by a millisecond between identical rounds).
@@ -28,6 +34,51 @@ struct Figures {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// When the sequential connections ran (ns since the Unix epoch), to find their spans.
+    sequential: (u64, u64),
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// p50 and p99 in ms of the durations of `name` spans started within `window`, and
+/// how many there were.
+fn span_percentiles(otlp: &OtlpReceiver, name: &str, window: (u64, u64)) -> (f64, f64, usize) {
+    let mut durations: Vec<u64> = otlp.inspect(|c| {
+        c.spans
+            .iter()
+            .filter(|s| s.name == name && (window.0..=window.1).contains(&s.start_unix_nano))
+            .map(|s| s.end_unix_nano.saturating_sub(s.start_unix_nano))
+            .collect()
+    });
+    durations.sort_unstable();
+    let at = |q: usize| durations.get(durations.len() * q / 100).map_or(f64::NAN, |ns| *ns as f64 / 1e6);
+    (at(50), at(99), durations.len())
+}
+
+/// The server side of the sequential connections, from auth-service's spans.
+async fn server_side(otlp: &OtlpReceiver, window: (u64, u64)) {
+    let all_there = otlp.wait_for(Duration::from_secs(20), "the callout spans", |c| {
+        let n = c.spans.iter().filter(|s| s.name == CALLOUT_SPAN && (window.0..=window.1).contains(&s.start_unix_nano));
+        (n.count() >= SEQUENTIAL).then_some(())
+    });
+    if let Err(e) = all_there.await {
+        println!("  (server side not read: {e})");
+        return;
+    }
+    let (p50, p99, n) = span_percentiles(otlp, CALLOUT_SPAN, window);
+    let steps: Vec<String> = STEPS
+        .iter()
+        .map(|step| {
+            let (p50, p99, _) = span_percentiles(otlp, step, window);
+            format!("{step} {p50:.2}/{p99:.2}")
+        })
+        .collect();
+    println!(
+        "  server side, {n} callouts: its span p50 {p50:6.2} ms   p99 {p99:6.2} ms; steps p50/p99 ms: {}",
+        steps.join(", ")
+    );
 }
 
 impl Figures {
@@ -41,11 +92,13 @@ async fn measure(url: &str, token: &str) -> Figures {
         connect(url, token).await; // warm-up: JWKS loaded and cached
     }
     let mut latencies = Vec::with_capacity(SEQUENTIAL);
+    let first = unix_nanos();
     for _ in 0..SEQUENTIAL {
         let started = Instant::now();
         connect(url, token).await;
         latencies.push(started.elapsed());
     }
+    let sequential = (first, unix_nanos());
     latencies.sort();
     let started = Instant::now();
     let clients: Vec<_> = (0..CONCURRENT_CLIENTS)
@@ -62,7 +115,7 @@ async fn measure(url: &str, token: &str) -> Figures {
         client.await.expect("client");
     }
     let per_second = (CONCURRENT_CLIENTS * PER_CLIENT) as f64 / started.elapsed().as_secs_f64();
-    Figures { per_second, p50: latencies[SEQUENTIAL / 2], p99: latencies[SEQUENTIAL * 99 / 100] }
+    Figures { per_second, p50: latencies[SEQUENTIAL / 2], p99: latencies[SEQUENTIAL * 99 / 100], sequential }
 }
 
 #[tokio::main]
@@ -98,6 +151,9 @@ async fn main() {
             figures.p50.as_secs_f64() * 1e3,
             figures.p99.as_secs_f64() * 1e3
         );
+        if sdk_disabled == "false" {
+            server_side(&stack.otlp, figures.sequential).await;
+        }
         results.push((sdk_disabled == "false", figures));
         auth.process.kill();
     }
