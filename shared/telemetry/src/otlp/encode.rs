@@ -3,8 +3,8 @@
 //! structs first (one `String` per attribute key and value, a `Vec` per list) and without
 //! copying the batch. Same message as `opentelemetry-proto`'s
 //! `group_spans_by_resource_and_scope` + `prost::Message::encode` (the tests decode both
-//! and compare); the exact size reserved once per batch, in a `Vec` or straight in the gRPC
-//! request's buffer (`encode_into`).
+//! and compare); the exact size reserved once per batch (after the gRPC frame header, for
+//! the gRPC exporter: `encode_into`). The writers are generic over `BufMut`, as prost's are.
 //!
 //! Wire format: each nested message is written as its field key, its length and its
 //! fields, so its length is needed before its fields. Two passes: the first (`*_len`)
@@ -59,9 +59,9 @@ impl TraceRequestEncoder {
     }
 
     /// Appends the same bytes to `buf` (reserving their exact length first) and returns
-    /// their length: how the gRPC exporter writes a batch straight into the request's
-    /// buffer, with no copy of the encoded bytes.
-    pub fn encode_into(&self, spans: &[SpanData], buf: &mut impl OtlpBuf) -> usize {
+    /// their length: how the gRPC exporter writes a batch after its frame header, with no
+    /// copy of the encoded bytes.
+    pub fn encode_into(&self, spans: &[SpanData], buf: &mut Vec<u8>) -> usize {
         use field::{request, resource_spans, scope_spans};
         let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
         for span in spans {
@@ -87,7 +87,7 @@ impl TraceRequestEncoder {
             len + string_field_len(resource_spans::SCHEMA_URL, &self.schema_url)
         });
 
-        buf.reserve_exact_len(total);
+        buf.reserve_exact(total);
         let l = &mut lengths;
         l.header(request::RESOURCE_SPANS, buf);
         write_message_header(resource_spans::RESOURCE, self.resource.len(), buf);
@@ -105,18 +105,6 @@ impl TraceRequestEncoder {
         write_string(resource_spans::SCHEMA_URL, &self.schema_url, buf);
         debug_assert_eq!(lengths.next, lengths.all.len(), "every length read back once");
         total
-    }
-}
-
-/// A buffer the encoder writes to: a `Vec<u8>`, or the gRPC request's own buffer.
-pub trait OtlpBuf: BufMut {
-    /// Makes room for `additional` more bytes, once per batch (no growth while writing).
-    fn reserve_exact_len(&mut self, additional: usize);
-}
-
-impl OtlpBuf for Vec<u8> {
-    fn reserve_exact_len(&mut self, additional: usize) {
-        self.reserve_exact(additional);
     }
 }
 
