@@ -23,6 +23,9 @@
 //! rate; `DRAIN_WORKER_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512"` gives the worker more
 //! settings (comma-separated) in every round.
 //!
+//! `DRAIN_COUNT=instructions` counts the worker's instructions per message instead
+//! (valgrind; see `drain/instructions.rs`): figures that do not move with the machine.
+//!
 //! `DRAIN_VIA=nats` compares the two roads of the worker's spans instead (seed 004): each
 //! pair is a round exporting directly over OTLP/gRPC and one with
 //! `OTEL_TRACES_EXPORTER=nats` (OTLP batches published to the TELEMETRY stream), both at
@@ -39,6 +42,8 @@ use test_harness::{ChatStack, cpu_seconds};
 
 mod common;
 use common::{publish_to_commit_ms, rows};
+#[path = "drain/instructions.rs"]
+mod instructions;
 
 /// A number from the environment (the `DRAIN_*` knobs), if set and valid.
 fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -282,6 +287,9 @@ async fn main() {
     assert_eq!(BSP_QUEUE, telemetry::bench::DEFAULT_BSP_MAX_QUEUE_SIZE.to_string());
     if let Some(rate) = env_number("DRAIN_PACED_RATE") {
         return paced(rate, None).await;
+    }
+    if std::env::var("DRAIN_COUNT").is_ok_and(|count| count == "instructions") {
+        return instructions::report().await;
     }
     let pairs = env_number("DRAIN_PAIRS").unwrap_or(PAIRS).max(1);
     if std::env::var("DRAIN_VIA").is_ok_and(|via| via == "nats") {

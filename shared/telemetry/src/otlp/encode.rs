@@ -7,12 +7,16 @@
 //! the gRPC exporter: `encode_into`). The writers are generic over `BufMut`, as prost's are.
 //!
 //! Wire format: each nested message is written as its field key, its length and its
-//! fields, so its length is needed before its fields. Two passes: the first (`*_len`)
-//! measures every nested message once and keeps its length in [`Lengths`], in the order
-//! the headers are written; the second (`write_*`, mirroring each `*_len`) writes the
-//! fields, reading the lengths back in that order.
+//! fields, so its length is needed before its fields. The small ones (attributes and
+//! their values, events, links, status) are measured by `*_len` functions right before
+//! their header. A span's length would take a pass over all its attributes, so each span
+//! is written first, without its header, into a buffer of the batch's span messages kept
+//! per thread; once all are written, the request's lengths follow from theirs, and each
+//! span is copied into the request behind its header (one copy of warm memory, cheaper
+//! than measuring every attribute twice).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BufMut;
@@ -27,6 +31,18 @@ use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
+thread_local! {
+    /// The span messages of the batch being encoded, one after the other without their
+    /// headers. Per thread and kept between batches (the SDK's span batch thread encodes
+    /// them all), so its memory is warm; a buffer grown past [`KEPT_BODIES_CAPACITY`] by
+    /// a large batch is not kept.
+    static SPAN_BODIES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most span message bytes kept per thread between batches (a 512-span batch of
+/// the worker's spans is ~400 KB).
+const KEPT_BODIES_CAPACITY: usize = 4 << 20;
+
 /// Encodes span batches for one resource (its message is encoded once).
 #[derive(Debug, Clone, Default)]
 pub struct TraceRequestEncoder {
@@ -38,13 +54,9 @@ pub struct TraceRequestEncoder {
 impl TraceRequestEncoder {
     /// For spans of `resource`.
     pub fn new(resource: &Resource) -> Self {
-        let mut lengths = Lengths::default();
-        for (key, value) in resource.iter() {
-            lengths.nested(field::resource::ATTRIBUTES, |l| key_value_len(key.as_str(), value, l));
-        }
         let mut encoded = Vec::new();
         for (key, value) in resource.iter() {
-            write_key_value(field::resource::ATTRIBUTES, key.as_str(), value, &mut lengths, &mut encoded);
+            write_key_value(field::resource::ATTRIBUTES, key.as_str(), value, &mut encoded);
         }
         Self { resource: encoded, schema_url: resource.schema_url().unwrap_or_default().to_owned() }
     }
@@ -59,9 +71,23 @@ impl TraceRequestEncoder {
     }
 
     /// Appends the same bytes to `buf` (reserving their exact length first) and returns
-    /// their length: how the gRPC exporter writes a batch after its frame header, with no
-    /// copy of the encoded bytes.
+    /// their length: how the gRPC exporter writes a batch after its frame header.
     pub fn encode_into(&self, spans: &[SpanData], buf: &mut Vec<u8>) -> usize {
+        SPAN_BODIES.with(|bodies| {
+            let Ok(mut bodies) = bodies.try_borrow_mut() else {
+                // Only if an encoding on this thread were interrupted by another.
+                return self.encode_with(spans, &mut Vec::new(), buf);
+            };
+            let written = self.encode_with(spans, &mut bodies, buf);
+            if bodies.capacity() > KEPT_BODIES_CAPACITY {
+                *bodies = Vec::new();
+            }
+            written
+        })
+    }
+
+    /// [`Self::encode_into`], with `bodies` to write the span messages into first.
+    fn encode_with(&self, spans: &[SpanData], bodies: &mut Vec<u8>, buf: &mut Vec<u8>) -> usize {
         use field::{request, resource_spans, scope_spans};
         let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
         for span in spans {
@@ -70,70 +96,47 @@ impl TraceRequestEncoder {
                 None => scopes.push((&span.instrumentation_scope, vec![span])),
             }
         }
-        // About 40 nested messages per span: its attributes and their values, its events
-        // and links, its status.
-        let mut lengths = Lengths { all: Vec::with_capacity(spans.len() * 48 + 8), next: 0 };
-        let total = lengths.nested(request::RESOURCE_SPANS, |l| {
-            let mut len = message_field_len(resource_spans::RESOURCE, self.resource.len());
-            for (scope, members) in &scopes {
-                len += l.nested(resource_spans::SCOPE_SPANS, |l| {
-                    let mut len = l.nested(scope_spans::SCOPE, |l| scope_len(scope, l));
-                    for span in members {
-                        len += l.nested(scope_spans::SPANS, |l| span_len(span, l));
-                    }
-                    len + string_field_len(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default())
-                });
+        // Every span's message, scope by scope as they are written below; `ends[i]` is
+        // where span i's ends in `bodies`.
+        bodies.clear();
+        let mut ends = Vec::with_capacity(spans.len());
+        for span in scopes.iter().flat_map(|(_, members)| members) {
+            write_span(span, bodies);
+            ends.push(bodies.len());
+        }
+        let mut scope_spans_lens = Vec::with_capacity(scopes.len());
+        let (mut start, mut span_ends) = (0, ends.iter());
+        for (scope, members) in &scopes {
+            let mut len = message_field_len(scope_spans::SCOPE, scope_len(scope))
+                + string_field_len(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default());
+            for &end in span_ends.by_ref().take(members.len()) {
+                len += message_field_len(scope_spans::SPANS, end - start);
+                start = end;
             }
-            len + string_field_len(resource_spans::SCHEMA_URL, &self.schema_url)
-        });
+            scope_spans_lens.push(len);
+        }
+        let resource_spans_len = message_field_len(resource_spans::RESOURCE, self.resource.len())
+            + scope_spans_lens.iter().map(|&len| message_field_len(resource_spans::SCOPE_SPANS, len)).sum::<usize>()
+            + string_field_len(resource_spans::SCHEMA_URL, &self.schema_url);
+        let total = message_field_len(request::RESOURCE_SPANS, resource_spans_len);
 
         buf.reserve_exact(total);
-        let l = &mut lengths;
-        l.header(request::RESOURCE_SPANS, buf);
+        write_message_header(request::RESOURCE_SPANS, resource_spans_len, buf);
         write_message_header(resource_spans::RESOURCE, self.resource.len(), buf);
         buf.put_slice(&self.resource);
-        for (scope, members) in &scopes {
-            l.header(resource_spans::SCOPE_SPANS, buf);
-            l.header(scope_spans::SCOPE, buf);
-            write_scope(scope, l, buf);
-            for span in members {
-                l.header(scope_spans::SPANS, buf);
-                write_span(span, l, buf);
+        let (mut start, mut span_ends) = (0, ends.iter());
+        for ((scope, members), scope_spans_len) in scopes.iter().zip(scope_spans_lens) {
+            write_message_header(resource_spans::SCOPE_SPANS, scope_spans_len, buf);
+            write_message_header(scope_spans::SCOPE, scope_len(scope), buf);
+            write_scope(scope, buf);
+            for &end in span_ends.by_ref().take(members.len()) {
+                write_bytes(scope_spans::SPANS, &bodies[start..end], buf);
+                start = end;
             }
             write_string(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default(), buf);
         }
         write_string(resource_spans::SCHEMA_URL, &self.schema_url, buf);
-        debug_assert_eq!(lengths.next, lengths.all.len(), "every length read back once");
         total
-    }
-}
-
-/// The lengths of a batch's nested messages, in the order their headers are written.
-#[derive(Debug, Default)]
-struct Lengths {
-    all: Vec<u32>,
-    /// The next length the writing pass reads.
-    next: usize,
-}
-
-impl Lengths {
-    /// Measures a nested message with `measure` (which records the messages nested in
-    /// it after its own slot) and returns the length of the whole field: key, length,
-    /// message.
-    fn nested(&mut self, tag: u32, measure: impl FnOnce(&mut Self) -> usize) -> usize {
-        let slot = self.all.len();
-        self.all.push(0);
-        let len = measure(self);
-        // A batch is far below 4 GiB (gRPC refuses messages over 4 MiB by default).
-        self.all[slot] = len as u32;
-        message_field_len(tag, len)
-    }
-
-    /// Writes the header of the next nested message: its key and its measured length.
-    fn header<B: BufMut>(&mut self, tag: u32, buf: &mut B) {
-        let len = self.all[self.next] as usize;
-        self.next += 1;
-        write_message_header(tag, len, buf);
     }
 }
 
@@ -218,7 +221,7 @@ const STATUS_ERROR: u64 = 2;
 /// The `flags` fields are fixed32: a key and 4 bytes.
 const FIXED32_LEN: usize = 4;
 
-// --- lengths (the first pass) ----------------------------------------------------------
+// --- lengths of the small nested messages ------------------------------------------------
 
 fn message_field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -232,39 +235,42 @@ fn varint_field_len(tag: u32, v: u64) -> usize {
     if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) }
 }
 
-fn fixed64_field_len(tag: u32, v: u64) -> usize {
-    if v == 0 { 0 } else { key_len(tag) + 8 }
+/// A timestamp's field: written unless it is the epoch or before (`nanos` is then 0),
+/// measured without converting it.
+fn time_field_len(tag: u32, t: SystemTime) -> usize {
+    if t > UNIX_EPOCH { key_len(tag) + 8 } else { 0 }
 }
 
-fn attributes_len(tag: u32, attributes: &[KeyValue], l: &mut Lengths) -> usize {
-    attributes.iter().map(|kv| l.nested(tag, |l| key_value_len(kv.key.as_str(), &kv.value, l))).sum()
+fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
+    attributes.iter().map(|kv| message_field_len(tag, key_value_len(kv.key.as_str(), any_value_len(&kv.value)))).sum()
 }
 
-fn key_value_len(key: &str, value: &Value, l: &mut Lengths) -> usize {
-    string_field_len(field::key_value::KEY, key) + l.nested(field::key_value::VALUE, |l| any_value_len(value, l))
+/// A `KeyValue` whose `AnyValue` is `value_len` long.
+fn key_value_len(key: &str, value_len: usize) -> usize {
+    string_field_len(field::key_value::KEY, key) + message_field_len(field::key_value::VALUE, value_len)
 }
 
 /// `AnyValue`: a oneof, so even a default value (`""`, `false`, `0`) is written.
-fn any_value_len(value: &Value, l: &mut Lengths) -> usize {
+fn any_value_len(value: &Value) -> usize {
     use field::any_value::{ARRAY, BOOL, DOUBLE, INT, STRING};
     match value {
         Value::Bool(b) => key_len(BOOL) + encoded_len_varint(u64::from(*b)),
         Value::I64(i) => key_len(INT) + encoded_len_varint(*i as u64),
         Value::F64(_) => key_len(DOUBLE) + 8,
-        Value::String(s) => message_field_len(STRING, s.as_str().len()),
-        Value::Array(array) => l.nested(ARRAY, |l| array_len(array, l)),
+        Value::String(s) => string_value_len(s),
+        Value::Array(array) => message_field_len(ARRAY, array_len(array)),
         other => message_field_len(STRING, other.to_string().len()),
     }
 }
 
-fn array_len(array: &Array, l: &mut Lengths) -> usize {
+fn array_len(array: &Array) -> usize {
     use field::array_value::VALUES;
-    let mut item = |v: Value| l.nested(VALUES, |l| any_value_len(&v, l));
+    let item = |v: Value| message_field_len(VALUES, any_value_len(&v));
     match array {
         Array::Bool(values) => values.iter().map(|v| item(Value::Bool(*v))).sum(),
         Array::I64(values) => values.iter().map(|v| item(Value::I64(*v))).sum(),
         Array::F64(values) => values.iter().map(|v| item(Value::F64(*v))).sum(),
-        Array::String(values) => values.iter().map(|v| l.nested(VALUES, |_| string_value_len(v))).sum(),
+        Array::String(values) => values.iter().map(|v| message_field_len(VALUES, string_value_len(v))).sum(),
         other => item(Value::String(other.to_string().into())),
     }
 }
@@ -273,14 +279,13 @@ fn string_value_len(s: &StringValue) -> usize {
     message_field_len(field::any_value::STRING, s.as_str().len())
 }
 
-fn scope_len(scope: &InstrumentationScope, l: &mut Lengths) -> usize {
+fn scope_len(scope: &InstrumentationScope) -> usize {
     use field::scope::{ATTRIBUTES, NAME, VERSION};
-    string_field_len(NAME, scope.name())
-        + string_field_len(VERSION, scope.version().unwrap_or_default())
-        + scope
-            .attributes()
-            .map(|kv| l.nested(ATTRIBUTES, |l| key_value_len(kv.key.as_str(), &kv.value, l)))
-            .sum::<usize>()
+    let attributes: usize = scope
+        .attributes()
+        .map(|kv| message_field_len(ATTRIBUTES, key_value_len(kv.key.as_str(), any_value_len(&kv.value))))
+        .sum();
+    string_field_len(NAME, scope.name()) + string_field_len(VERSION, scope.version().unwrap_or_default()) + attributes
 }
 
 /// `trace_id` and `span_id` (16 and 8 bytes), the same field numbers in a span and a link.
@@ -293,40 +298,19 @@ fn trace_state(cx: &SpanContext) -> Cow<'static, str> {
     if *cx.trace_state() == TraceState::NONE { Cow::Borrowed("") } else { Cow::Owned(cx.trace_state().header()) }
 }
 
-fn span_len(span: &SpanData, l: &mut Lengths) -> usize {
-    use field::span::*;
-    let parent = if span.parent_span_id == SpanId::INVALID { 0 } else { message_field_len(PARENT_SPAN_ID, 8) };
-    ids_len()
-        + string_field_len(TRACE_STATE, &trace_state(&span.span_context))
-        + parent
-        + string_field_len(NAME, &span.name)
-        + varint_field_len(KIND, kind(&span.span_kind))
-        + fixed64_field_len(START_TIME_UNIX_NANO, nanos(span.start_time))
-        + fixed64_field_len(END_TIME_UNIX_NANO, nanos(span.end_time))
-        + attributes_len(ATTRIBUTES, &span.attributes, l)
-        + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(span.dropped_attributes_count))
-        + span.events.iter().map(|e| l.nested(EVENTS, |l| event_len(e, l))).sum::<usize>()
-        + varint_field_len(DROPPED_EVENTS_COUNT, u64::from(span.events.dropped_count))
-        + span.links.iter().map(|link| l.nested(LINKS, |l| link_len(link, l))).sum::<usize>()
-        + varint_field_len(DROPPED_LINKS_COUNT, u64::from(span.links.dropped_count))
-        + l.nested(STATUS, |_| status_len(&span.status))
-        + key_len(FLAGS)
-        + FIXED32_LEN
-}
-
-fn event_len(event: &Event, l: &mut Lengths) -> usize {
+fn event_len(event: &Event) -> usize {
     use field::event::*;
-    fixed64_field_len(TIME_UNIX_NANO, nanos(event.timestamp))
+    time_field_len(TIME_UNIX_NANO, event.timestamp)
         + string_field_len(NAME, &event.name)
-        + attributes_len(ATTRIBUTES, &event.attributes, l)
+        + attributes_len(ATTRIBUTES, &event.attributes)
         + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(event.dropped_attributes_count))
 }
 
-fn link_len(link: &Link, l: &mut Lengths) -> usize {
+fn link_len(link: &Link) -> usize {
     use field::link::*;
     ids_len()
         + string_field_len(TRACE_STATE, &trace_state(&link.span_context))
-        + attributes_len(ATTRIBUTES, &link.attributes, l)
+        + attributes_len(ATTRIBUTES, &link.attributes)
         + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(link.dropped_attributes_count))
         + key_len(FLAGS)
         + FIXED32_LEN
@@ -343,8 +327,10 @@ fn status_len(status: &Status) -> usize {
 
 // --- values --------------------------------------------------------------------------
 
+/// Nanoseconds since the epoch: 0 for the epoch and before, never 0 after it (saturating
+/// past the year 2554), as `time_field_len` assumes.
 fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// `Span.SpanKind`.
@@ -362,7 +348,7 @@ fn flags(cx: &SpanContext, parent_is_remote: bool) -> u32 {
     u32::from(cx.trace_flags().to_u8()) | HAS_IS_REMOTE | if parent_is_remote { IS_REMOTE } else { 0 }
 }
 
-// --- writing (the second pass) ---------------------------------------------------------
+// --- writing ---------------------------------------------------------------------------
 
 /// A varint; most (field keys, lengths of short values) are one byte, written without
 /// a call into prost's general loop (a fifth of the encoder's time, measured with perf).
@@ -416,21 +402,22 @@ fn write_fixed32<B: BufMut>(tag: u32, v: u32, buf: &mut B) {
     buf.put_slice(&v.to_le_bytes());
 }
 
-fn write_attributes<B: BufMut>(tag: u32, attributes: &[KeyValue], l: &mut Lengths, buf: &mut B) {
+fn write_attributes<B: BufMut>(tag: u32, attributes: &[KeyValue], buf: &mut B) {
     for kv in attributes {
-        write_key_value(tag, kv.key.as_str(), &kv.value, l, buf);
+        write_key_value(tag, kv.key.as_str(), &kv.value, buf);
     }
 }
 
-fn write_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, l: &mut Lengths, buf: &mut B) {
-    l.header(tag, buf);
+fn write_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, buf: &mut B) {
+    let value_len = any_value_len(value);
+    write_message_header(tag, key_value_len(key, value_len), buf);
     write_string(field::key_value::KEY, key, buf);
-    l.header(field::key_value::VALUE, buf);
-    write_any_value(value, l, buf);
+    write_message_header(field::key_value::VALUE, value_len, buf);
+    write_any_value(value, buf);
 }
 
 /// The fields of an `AnyValue` (its oneof always written).
-fn write_any_value<B: BufMut>(value: &Value, l: &mut Lengths, buf: &mut B) {
+fn write_any_value<B: BufMut>(value: &Value, buf: &mut B) {
     use field::any_value::{ARRAY, BOOL, DOUBLE, INT, STRING};
     match value {
         Value::Bool(b) => {
@@ -447,37 +434,37 @@ fn write_any_value<B: BufMut>(value: &Value, l: &mut Lengths, buf: &mut B) {
         }
         Value::String(s) => write_bytes(STRING, s.as_str().as_bytes(), buf),
         Value::Array(array) => {
-            l.header(ARRAY, buf);
-            write_array(array, l, buf);
+            write_message_header(ARRAY, array_len(array), buf);
+            write_array(array, buf);
         }
         other => write_bytes(STRING, other.to_string().as_bytes(), buf),
     }
 }
 
-fn write_array<B: BufMut>(array: &Array, l: &mut Lengths, buf: &mut B) {
+fn write_array<B: BufMut>(array: &Array, buf: &mut B) {
     use field::array_value::VALUES;
-    let item = |v: &Value, l: &mut Lengths, buf: &mut B| {
-        l.header(VALUES, buf);
-        write_any_value(v, l, buf);
+    let item = |v: &Value, buf: &mut B| {
+        write_message_header(VALUES, any_value_len(v), buf);
+        write_any_value(v, buf);
     };
     match array {
-        Array::Bool(values) => values.iter().for_each(|v| item(&Value::Bool(*v), l, buf)),
-        Array::I64(values) => values.iter().for_each(|v| item(&Value::I64(*v), l, buf)),
-        Array::F64(values) => values.iter().for_each(|v| item(&Value::F64(*v), l, buf)),
+        Array::Bool(values) => values.iter().for_each(|v| item(&Value::Bool(*v), buf)),
+        Array::I64(values) => values.iter().for_each(|v| item(&Value::I64(*v), buf)),
+        Array::F64(values) => values.iter().for_each(|v| item(&Value::F64(*v), buf)),
         Array::String(values) => values.iter().for_each(|v| {
-            l.header(VALUES, buf);
+            write_message_header(VALUES, string_value_len(v), buf);
             write_bytes(field::any_value::STRING, v.as_str().as_bytes(), buf);
         }),
-        other => item(&Value::String(other.to_string().into()), l, buf),
+        other => item(&Value::String(other.to_string().into()), buf),
     }
 }
 
-fn write_scope<B: BufMut>(scope: &InstrumentationScope, l: &mut Lengths, buf: &mut B) {
+fn write_scope<B: BufMut>(scope: &InstrumentationScope, buf: &mut B) {
     use field::scope::{ATTRIBUTES, NAME, VERSION};
     write_string(NAME, scope.name(), buf);
     write_string(VERSION, scope.version().unwrap_or_default(), buf);
     for kv in scope.attributes() {
-        write_key_value(ATTRIBUTES, kv.key.as_str(), &kv.value, l, buf);
+        write_key_value(ATTRIBUTES, kv.key.as_str(), &kv.value, buf);
     }
 }
 
@@ -487,7 +474,8 @@ fn write_ids<B: BufMut>(cx: &SpanContext, buf: &mut B) {
     write_bytes(field::span::SPAN_ID, &cx.span_id().to_bytes(), buf);
 }
 
-fn write_span<B: BufMut>(span: &SpanData, l: &mut Lengths, buf: &mut B) {
+/// A span's fields (its message without the field header).
+fn write_span<B: BufMut>(span: &SpanData, buf: &mut B) {
     use field::span::*;
     write_ids(&span.span_context, buf);
     write_string(TRACE_STATE, &trace_state(&span.span_context), buf);
@@ -498,36 +486,36 @@ fn write_span<B: BufMut>(span: &SpanData, l: &mut Lengths, buf: &mut B) {
     write_varint(KIND, kind(&span.span_kind), buf);
     write_fixed64(START_TIME_UNIX_NANO, nanos(span.start_time), buf);
     write_fixed64(END_TIME_UNIX_NANO, nanos(span.end_time), buf);
-    write_attributes(ATTRIBUTES, &span.attributes, l, buf);
+    write_attributes(ATTRIBUTES, &span.attributes, buf);
     write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(span.dropped_attributes_count), buf);
     for event in span.events.iter() {
-        l.header(EVENTS, buf);
-        write_event(event, l, buf);
+        write_message_header(EVENTS, event_len(event), buf);
+        write_event(event, buf);
     }
     write_varint(DROPPED_EVENTS_COUNT, u64::from(span.events.dropped_count), buf);
     for link in span.links.iter() {
-        l.header(LINKS, buf);
-        write_link(link, l, buf);
+        write_message_header(LINKS, link_len(link), buf);
+        write_link(link, buf);
     }
     write_varint(DROPPED_LINKS_COUNT, u64::from(span.links.dropped_count), buf);
-    l.header(STATUS, buf);
+    write_message_header(STATUS, status_len(&span.status), buf);
     write_status(&span.status, buf);
     write_fixed32(FLAGS, flags(&span.span_context, span.parent_span_is_remote), buf);
 }
 
-fn write_event<B: BufMut>(event: &Event, l: &mut Lengths, buf: &mut B) {
+fn write_event<B: BufMut>(event: &Event, buf: &mut B) {
     use field::event::*;
     write_fixed64(TIME_UNIX_NANO, nanos(event.timestamp), buf);
     write_string(NAME, &event.name, buf);
-    write_attributes(ATTRIBUTES, &event.attributes, l, buf);
+    write_attributes(ATTRIBUTES, &event.attributes, buf);
     write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(event.dropped_attributes_count), buf);
 }
 
-fn write_link<B: BufMut>(link: &Link, l: &mut Lengths, buf: &mut B) {
+fn write_link<B: BufMut>(link: &Link, buf: &mut B) {
     use field::link::*;
     write_ids(&link.span_context, buf);
     write_string(TRACE_STATE, &trace_state(&link.span_context), buf);
-    write_attributes(ATTRIBUTES, &link.attributes, l, buf);
+    write_attributes(ATTRIBUTES, &link.attributes, buf);
     write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(link.dropped_attributes_count), buf);
     write_fixed32(FLAGS, flags(&link.span_context, link.span_context.is_remote()), buf);
 }
@@ -602,6 +590,10 @@ mod tests {
             KeyValue::new("floats", Value::Array(Array::F64(vec![0.5, 0.0]))),
             KeyValue::new("strings", Value::Array(Array::String(vec!["a".into(), "".into()]))),
             KeyValue::new("nonascii", "grüße ✓"),
+            // Lengths of two bytes and more (a value, a key, an array's item).
+            KeyValue::new("long", "x".repeat(300)),
+            KeyValue::new("k".repeat(130), "v"),
+            KeyValue::new("long strings", Value::Array(Array::String(vec!["y".repeat(200).into()]))),
         ]);
         process.add_event("ack", vec![KeyValue::new("messaging.operation.type", "settle")]);
         process.add_event("no attributes", vec![]);
@@ -646,6 +638,19 @@ mod tests {
         assert_eq!(decoded, official);
         assert_eq!(ours.len(), official.encoded_len(), "no more and no fewer bytes than prost writes");
         assert_eq!(decoded.resource_spans[0].scope_spans.len(), 2, "grouped by scope");
+    }
+
+    #[test]
+    fn batches_encoded_one_after_the_other_on_a_thread_are_each_their_own() {
+        let (resource, spans) = (resource(), sdk_spans());
+        let encoder = TraceRequestEncoder::new(&resource);
+        let alone = encoder.encode(&spans[..2]);
+        // A bigger batch first leaves more span bytes in the thread's buffer.
+        encoder.encode(&spans);
+        let mut after = vec![0xAA; 3];
+        let written = encoder.encode_into(&spans[..2], &mut after);
+        assert_eq!(&after[..3], &[0xAA; 3], "appended after what the buffer held");
+        assert_eq!((written, &after[3..]), (alone.len(), alone.as_slice()));
     }
 
     #[test]
