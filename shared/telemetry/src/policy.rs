@@ -107,10 +107,16 @@ impl std::fmt::Display for Secret {
 /// assert!(!telemetry::policy::is_sensitive_key("messaging.message.body.size"));
 /// ```
 pub fn is_sensitive_key(key: &str) -> bool {
-    thread_local! {
-        static VERDICTS: std::cell::RefCell<KeyVerdicts> = std::cell::RefCell::new(KeyVerdicts::new());
-    }
-    VERDICTS.with(|verdicts| verdicts.borrow_mut().get_or_decide(key))
+    with_verdicts(|verdicts| verdicts.get_or_decide(key))
+}
+
+thread_local! {
+    static VERDICTS: std::cell::RefCell<KeyVerdicts> = std::cell::RefCell::new(KeyVerdicts::new());
+}
+
+/// Runs `f` with this thread's [`KeyVerdicts`] (once per span, not per key).
+fn with_verdicts<R>(f: impl FnOnce(&mut KeyVerdicts) -> R) -> R {
+    VERDICTS.with(|verdicts| f(&mut verdicts.borrow_mut()))
 }
 
 /// The policy's answers remembered per key. Every attribute of every span passes the
@@ -156,21 +162,23 @@ fn decide(key: &str) -> bool {
         && !segments.any(|segment| is_any(DESCRIPTIVE_SEGMENTS, segment))
 }
 
-fn redact_key_values(attributes: &mut [KeyValue]) {
-    for kv in attributes.iter_mut().filter(|kv| is_sensitive_key(kv.key.as_str())) {
+fn redact_key_values(verdicts: &mut KeyVerdicts, attributes: &mut [KeyValue]) {
+    for kv in attributes.iter_mut().filter(|kv| verdicts.get_or_decide(kv.key.as_str())) {
         kv.value = Value::from(REDACTED);
     }
 }
 
 /// Applies the policy to a finished span (attributes, event attributes, link attributes).
 pub(crate) fn redact_span(span: &mut SpanData) {
-    redact_key_values(&mut span.attributes);
-    for event in span.events.events.iter_mut() {
-        redact_key_values(&mut event.attributes);
-    }
-    for link in span.links.links.iter_mut() {
-        redact_key_values(&mut link.attributes);
-    }
+    with_verdicts(|verdicts| {
+        redact_key_values(verdicts, &mut span.attributes);
+        for event in span.events.events.iter_mut() {
+            redact_key_values(verdicts, &mut event.attributes);
+        }
+        for link in span.links.links.iter_mut() {
+            redact_key_values(verdicts, &mut link.attributes);
+        }
+    });
 }
 
 /// A span processor that applies the policy, then hands the span to `inner`.
@@ -431,7 +439,7 @@ mod tests {
     #[test]
     fn span_data_is_redacted_everywhere() {
         let mut attrs = vec![KeyValue::new("auth.token", "eyJhbGciOi.secret"), KeyValue::new("enduser.id", "alice")];
-        redact_key_values(&mut attrs);
+        with_verdicts(|verdicts| redact_key_values(verdicts, &mut attrs));
         assert_eq!(attrs[0].value.as_str(), REDACTED);
         assert_eq!(attrs[1].value.as_str(), "alice");
     }

@@ -409,11 +409,39 @@ fn write_attributes<B: BufMut>(tag: u32, attributes: &[KeyValue], buf: &mut B) {
 }
 
 fn write_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, buf: &mut B) {
+    use field::key_value::{KEY, VALUE};
     let value_len = any_value_len(value);
-    write_message_header(tag, key_value_len(key, value_len), buf);
-    write_string(field::key_value::KEY, key, buf);
-    write_message_header(field::key_value::VALUE, value_len, buf);
+    let len = key_value_len(key, value_len);
+    // Most attributes are short: every key and length one byte, so the bytes before the
+    // key and those before a string value are written four at a time (a fifth of the
+    // encoding, measured in the worker with callgrind).
+    if len < 0x80 && tag < 0x10 && !key.is_empty() {
+        buf.put_slice(&[length_delimited(tag), len as u8, length_delimited(KEY), key.len() as u8]);
+        buf.put_slice(key.as_bytes());
+        if let Value::String(s) = value {
+            let s = s.as_str();
+            buf.put_slice(&[
+                length_delimited(VALUE),
+                value_len as u8,
+                length_delimited(field::any_value::STRING),
+                s.len() as u8,
+            ]);
+            buf.put_slice(s.as_bytes());
+        } else {
+            buf.put_slice(&[length_delimited(VALUE), value_len as u8]);
+            write_any_value(value, buf);
+        }
+        return;
+    }
+    write_message_header(tag, len, buf);
+    write_string(KEY, key, buf);
+    write_message_header(VALUE, value_len, buf);
     write_any_value(value, buf);
+}
+
+/// The one-byte key of length-delimited field `tag` (below 16).
+const fn length_delimited(tag: u32) -> u8 {
+    (tag << 3 | WireType::LengthDelimited as u32) as u8
 }
 
 /// The fields of an `AnyValue` (its oneof always written).
