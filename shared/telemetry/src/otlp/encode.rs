@@ -1,7 +1,7 @@
 //! OTLP protobuf encoding of a span batch straight from the SDK's `SpanData`: the bytes
 //! of an `ExportTraceServiceRequest`, without building `opentelemetry-proto`'s message
 //! structs first (one `String` per attribute key and value, a `Vec` per list) and without
-//! copying the batch. Same message as `opentelemetry-proto`'s
+//! cloning the batch's spans. Same message as `opentelemetry-proto`'s
 //! `group_spans_by_resource_and_scope` + `prost::Message::encode` (the tests decode both
 //! and compare); the exact size reserved once per batch (after the gRPC frame header, for
 //! the gRPC exporter: `encode_into`). The writers are generic over `BufMut`, as prost's are.
