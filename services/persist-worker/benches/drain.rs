@@ -5,11 +5,11 @@
 //! Each round: a fresh nats-server and database, a backlog of traced messages published by
 //! chat-cli (sampled as the round's setting says), then the worker drains it. Reports
 //! messages/s (worker ready -> last row committed), worker CPU per message (the scheduler's
-//! nanoseconds per thread, from /proc), the `process` spans that never reached the receiver (dropped), and the
-//! ratios to the `off` round of the same triple (triples alternate their order: off, on,
-//! 10 %, then 10 %, on, off); then the saturation of the whole path with
-//! the loader running (tracing off), and paced runs each way at half and a quarter of it for the
-//! publish -> commit latency (p50, p99, achieved rate).
+//! nanoseconds per thread, from /proc), the `process` spans that never reached the
+//! receiver (dropped), and the ratios to the `off` round of the same triple (triples
+//! alternate their order: off, on, 10 %, then 10 %, on, off); then the saturation of the
+//! whole path with the loader running (tracing off), and paced runs each way at half and a
+//! quarter of it for the publish -> commit latency (p50, p99, achieved rate).
 //! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
 //! collector, costs CPU on the same two cores). The worker uses its default batch span
 //! processor settings.
