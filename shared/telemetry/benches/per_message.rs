@@ -11,25 +11,28 @@
 //! - `off`: the no-op tracer (what `OTEL_SDK_DISABLED=true` leaves);
 //! - `unsampled`: the SDK with `parentbased_traceidratio` 0.1 and a producer that was not
 //!   sampled (`-00`): what 90 % of the messages cost under 10 % head sampling;
-//! - `spans`: the SDK, every span recorded, the services' span processor
-//!   (`telemetry::bench::span_processor`: start counter, redaction, batching), an exporter that
-//!   drops the batches;
-//! - `spans+otlp`: the same, and every batch encoded to OTLP protobuf by
-//!   `telemetry::bench`, as the crate's OTLP/gRPC exporter does before sending it;
+//! - `spans`: the SDK, every span recorded, the span processor of the services' other
+//!   exporters (`telemetry::bench::span_processor`: start counter, redaction, the SDK's
+//!   batch processor), an exporter that drops the batches;
+//! - `spans+otlp`: the same, and every batch encoded to OTLP protobuf by the crate's
+//!   encoder, as the OTLP over NATS exporter encodes the SDK's batches;
 //! - `spans+proto`: the same bytes made as opentelemetry-otlp's exporters make them
 //!   (`opentelemetry-proto`'s message structs, then prost; used for OTLP/HTTP and for
 //!   settings the crate's exporter leaves to it);
 //! - `spans+grpc`: the services' real export path: the crate's OTLP/gRPC exporter
-//!   (`telemetry::bench::grpc_span_exporter`, what `init` makes) on a two-thread Tokio
-//!   runtime, as in a service, sending every batch over loopback to an OTLP receiver in
-//!   another process (this binary again, `PER_MESSAGE_SINK=1`: it answers each export and
-//!   keeps nothing), as a service sends to the collector.
+//!   (`telemetry::bench::grpc_span_exporter`, what `init` makes) behind its own batch
+//!   processor (spans encoded as they end: `telemetry::bench::grpc_span_processor`),
+//!   on a two-thread Tokio runtime, as in a service, sending every batch over loopback to
+//!   an OTLP receiver in another process (this binary again, `PER_MESSAGE_SINK=1`: it
+//!   answers each export and keeps nothing), as a service sends to the collector.
 //!
 //! Reports process CPU (all threads, so the batch thread's work counts) and wall time per
 //! message, medians over the rounds, the difference to `off`, bytes per span, and spans
-//! dropped; and the CPU split the drain bench reports for the worker: the SDK's batch
-//! thread (`OpenTelemetry.Traces.BatchProcessor`: encoding, and the wait for the send)
-//! against every other thread (here the message loop and the runtime's gRPC I/O).
+//! dropped; and the CPU split the drain bench reports for the worker: the span batch
+//! thread (the SDK's `OpenTelemetry.Traces.BatchProcessor`: encoding, and the wait for the
+//! send; for `spans+grpc` the crate's `otlp-span-batch`: framing and the wait) against
+//! every other thread (the message loop, where `spans+grpc` encodes, and the runtime's
+//! gRPC I/O).
 //!
 //! The allocator is mimalloc, as in the service binaries. With glibc malloc the traced
 //! rows cost more (spans are allocated on one thread and freed on the batch thread,
@@ -39,7 +42,7 @@
 //! times of that build are not the services').
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -54,7 +57,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use prost::Message as _;
-use telemetry::bench::{DirectGrpcSpanExporter, TraceRequestEncoder};
+use telemetry::bench::{DirectGrpcSpanExporter, SpanBatch, TraceRequestEncoder};
 use telemetry::db::{DbSpans, Statement};
 use telemetry::messaging::{DeliveryFacts, MessageRef, Messaging, Peer, Settlement};
 use test_harness::thread_cpu_seconds;
@@ -102,10 +105,9 @@ enum Encoding {
     None,
     /// As opentelemetry-otlp does: `opentelemetry-proto`'s structs, then prost.
     Official,
-    /// the crate's encoder: straight from `SpanData` to bytes (the crate's exporter).
+    /// the crate's encoder: straight from `SpanData` to bytes (as the OTLP over NATS
+    /// exporter encodes the SDK's batches).
     Direct,
-    /// The crate's OTLP/gRPC exporter: its encoder, then a gRPC call to the sink.
-    Grpc,
 }
 
 /// Counts what reaches the exporter; optionally encodes it to OTLP protobuf.
@@ -116,13 +118,10 @@ struct CountingExporter {
     bytes: Arc<AtomicU64>,
     resource: Arc<ResourceAttributesWithSchema>,
     direct: Arc<TraceRequestEncoder>,
-    /// The real exporter (`Encoding::Grpc`).
-    grpc: Option<DirectGrpcSpanExporter>,
 }
 
 impl SpanExporter for CountingExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        // Counted once handled: for the gRPC setup, once the sink answered.
         let spans = batch.len() as u64;
         let bytes = match self.encoding {
             Encoding::None => 0,
@@ -131,11 +130,6 @@ impl SpanExporter for CountingExporter {
                 ExportTraceServiceRequest { resource_spans: spans }.encode_to_vec().len()
             }
             Encoding::Direct => self.direct.encode(&batch).len(),
-            Encoding::Grpc => {
-                let grpc = self.grpc.as_ref().expect("the gRPC setup has its exporter");
-                grpc.export(batch).await?;
-                0
-            }
         };
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.spans.fetch_add(spans, Ordering::Relaxed);
@@ -145,9 +139,6 @@ impl SpanExporter for CountingExporter {
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = Arc::new(resource.into());
         self.direct = Arc::new(TraceRequestEncoder::new(resource));
-        if let Some(grpc) = &mut self.grpc {
-            grpc.set_resource(resource);
-        }
     }
 }
 
@@ -158,6 +149,8 @@ struct Setup {
     sampled: bool,
     provider: Option<SdkTracerProvider>,
     exporter: CountingExporter,
+    /// Spans the gRPC setup's full queue dropped (its exporter is not a `CountingExporter`).
+    grpc_dropped: Option<Arc<AtomicUsize>>,
     wall: Vec<f64>,
     /// Per round: CPU µs per message of the batch thread and of every other thread.
     split: Vec<(f64, f64)>,
@@ -178,29 +171,36 @@ impl Setup {
     fn new(name: &'static str, mode: &Mode, peer: &Peer) -> Self {
         let exporter = match mode {
             Mode::Spans(encoding) => CountingExporter { encoding: *encoding, ..CountingExporter::default() },
-            Mode::Grpc(grpc) => CountingExporter {
-                encoding: Encoding::Grpc,
-                grpc: Some((**grpc).clone()),
-                ..CountingExporter::default()
-            },
-            Mode::Off | Mode::Unsampled => CountingExporter::default(),
+            Mode::Off | Mode::Unsampled | Mode::Grpc(_) => CountingExporter::default(),
         };
-        let (tracer, provider) = match mode {
-            Mode::Off => (BoxedTracer::new(Box::new(NoopTracer::new())), None),
-            Mode::Unsampled | Mode::Spans(_) | Mode::Grpc(_) => {
-                // A queue that holds what is made between two flushes: nothing is dropped
-                // (dropped spans cost nothing and would flatter the figures).
+        // A queue that holds what is made between two flushes: nothing is dropped (dropped
+        // spans cost nothing and would flatter the figures).
+        let batch = SpanBatch {
+            max_queue_size: 2 * FLUSH_EVERY as usize,
+            max_export_batch_size: telemetry::bench::DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE,
+            scheduled_delay: Duration::from_secs(5),
+        };
+        let builder = SdkTracerProvider::builder()
+            .with_resource(Resource::builder().with_service_name("persist-worker").build())
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))));
+        let (provider, grpc_dropped) = match mode {
+            Mode::Off => (None, None),
+            Mode::Unsampled | Mode::Spans(_) => {
                 let config = BatchConfigBuilder::default()
-                    .with_max_queue_size(2 * FLUSH_EVERY as usize)
-                    .with_max_export_batch_size(telemetry::bench::DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE)
+                    .with_max_queue_size(batch.max_queue_size)
+                    .with_max_export_batch_size(batch.max_export_batch_size)
                     .build();
-                let provider = SdkTracerProvider::builder()
-                    .with_resource(Resource::builder().with_service_name("persist-worker").build())
-                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))))
-                    .with_span_processor(telemetry::bench::span_processor(exporter.clone(), config))
-                    .build();
-                (BoxedTracer::new(Box::new(provider.tracer("persist-worker"))), Some(provider))
+                let processor = telemetry::bench::span_processor(exporter.clone(), config);
+                (Some(builder.with_span_processor(processor).build()), None)
             }
+            Mode::Grpc(grpc) => {
+                let (processor, dropped) = telemetry::bench::grpc_span_processor((**grpc).clone(), batch);
+                (Some(builder.with_span_processor(processor).build()), Some(dropped))
+            }
+        };
+        let tracer = match &provider {
+            Some(provider) => BoxedTracer::new(Box::new(provider.tracer("persist-worker"))),
+            None => BoxedTracer::new(Box::new(NoopTracer::new())),
         };
         let db_tracer = match &provider {
             Some(provider) => BoxedTracer::new(Box::new(provider.tracer("telemetry"))),
@@ -213,6 +213,7 @@ impl Setup {
             sampled: !matches!(mode, Mode::Unsampled),
             provider,
             exporter,
+            grpc_dropped,
             wall: Vec::new(),
             split: Vec::new(),
             allocations: Vec::new(),
@@ -414,7 +415,11 @@ fn main() {
         let other_threads = median(&setup.split.iter().map(|s| s.1).collect::<Vec<_>>());
         let per_round = messages_per_round() + messages_per_round() / BATCH as u64;
         let created = if setup.sampled { per_round * (ROUNDS as u64 + 1) } else { 0 };
-        let exported = setup.exporter.spans.load(Ordering::Relaxed);
+        // The gRPC setup's sink answers every export: what its queue did not drop was sent.
+        let exported = match &setup.grpc_dropped {
+            Some(dropped) => created.saturating_sub(dropped.load(Ordering::Relaxed) as u64),
+            None => setup.exporter.spans.load(Ordering::Relaxed),
+        };
         let bytes = setup.exporter.bytes.load(Ordering::Relaxed);
         let allocated = match setup.allocations.is_empty() {
             true => String::new(),

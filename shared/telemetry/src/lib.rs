@@ -81,7 +81,8 @@ pub use setup::{InitError, LogLines, ServiceInfo, TelemetryGuard, init};
 pub mod bench {
     pub use crate::otlp::encode::TraceRequestEncoder;
     pub use crate::otlp::grpc::DirectGrpcSpanExporter;
-    pub use crate::setup::{DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE, span_processor};
+    pub use crate::settings::{DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE, SpanBatch};
+    pub use crate::setup::{grpc_span_processor, span_processor};
 
     /// The span exporter [`init`](crate::init) makes for OTLP/gRPC to `endpoint` (an
     /// `http://` URL) with plain settings, with the 10 s export timeout. Call it inside a

@@ -5,14 +5,15 @@
 //! | metric | counted by |
 //! |---|---|
 //! | `otel.sdk.span.started` (`otel.span.sampling_result`, `otel.span.parent.origin`) | [`SpanStartCounter`], a span processor |
-//! | `otel.sdk.processor.span.processed` (`error.type="queue_full"` for dropped spans) | the SDK's batch span processor itself |
+//! | `otel.sdk.processor.span.processed` (`error.type="queue_full"` for dropped spans) | the batch span processor itself: the crate's (`otlp::batch`, for its OTLP/gRPC exporter) or the SDK's (other exporters), with the same attributes |
 //! | `otel.sdk.exporter.span.exported`, `otel.sdk.exporter.log.exported` (`error.type` on failure) | [`ExportCounts`]: the crate's span exporter by gRPC status code, [`ExportCounter`] around opentelemetry-otlp's |
 //! | `otel.sdk.trace.sampling_ratio` (gauge, new root traces) | [`register_sampling_ratio`], from `OTEL_TRACES_SAMPLER[_ARG]` (read in `settings`) |
 //!
-//! The SDK exposes no drop counter in its API; it records one as a metric when built with
-//! its `experimental_metrics_bound_instruments` feature, on the meter that is global when
-//! the batch processor is built (so [`crate::init`] installs the meter provider first).
-//! Export results are counted around the exporter, so no SDK code is forked. Only spans
+//! The SDK's batch processor exposes no drop counter in its API; it records one as a
+//! metric when built with its `experimental_metrics_bound_instruments` feature, on the
+//! meter that is global when the batch processor is built (so [`crate::init`] installs the
+//! meter provider first); the crate's own batch processor records the same metric the
+//! same way. Export results are counted around the exporter. Only spans
 //! that are recorded reach a processor: `otel.sdk.span.started` counts those (an unsampled
 //! span costs nothing and is not counted).
 

@@ -5,6 +5,9 @@
 //! subscriber (stdout lines, the OTel span layer, the OTLP log bridge) and their filters,
 //! with the pipeline's own health counters (`sdk_health`) in place.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Key, KeyValue, global};
@@ -24,13 +27,14 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::filters::{self, Gate};
+use crate::otlp::batch::EncodingBatchProcessor;
 use crate::otlp::grpc::DirectGrpcSpanExporter;
 use crate::otlp::nats::{NatsLogExporter, NatsMetricExporter, NatsSpanExporter};
 use crate::otlp::{LogSink, MetricSink, SpanSink};
 use crate::policy::{RedactingLoggerProvider, RedactingSpanProcessor};
 use crate::process_metrics;
 use crate::sdk_health::{self, ExportCounter, ExportCounts, SpanStartCounter};
-use crate::settings::{Exporter, LogFormat, Protocol, Settings, SettingsError, Signal, SpanExport};
+use crate::settings::{Exporter, LogFormat, Protocol, Settings, SettingsError, Signal, SpanBatch, SpanExport};
 use crate::stdout::{JsonLines, RedactingFields};
 
 /// Name and version of the binary, and where its log lines go; build it with
@@ -220,8 +224,8 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     let resource = resource(settings, service);
     let service_name = resource.get(&Key::new("service.name")).map(|v| v.to_string()).unwrap_or_default();
 
-    // The meter provider is global before the span pipeline is built: the SDK's batch
-    // processor and the export counters (sdk_health) take their meters from it.
+    // The meter provider is global before the span pipeline is built: the batch processors
+    // and the export counters (sdk_health) take their meters from it.
     let mut meter = SdkMeterProvider::builder().with_resource(resource.clone());
     if let Some(metrics) = metric_sink(settings, &service_name)? {
         meter = meter.with_reader(PeriodicReader::builder(metrics).build());
@@ -229,13 +233,17 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     let meter = meter.build();
     global::set_meter_provider(meter.clone());
 
-    // Batch sizes, queue limits and intervals come from OTEL_BSP_*, OTEL_BLRP_* and
-    // OTEL_METRIC_EXPORT_INTERVAL, read by the SDK builders; the sampler from
-    // OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
+    // Span batches follow OTEL_BSP_* (`settings::SpanBatch`); log batches and metric
+    // intervals OTEL_BLRP_* and OTEL_METRIC_EXPORT_INTERVAL, read by the SDK builders; the
+    // sampler OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
     let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
-    if let Some(spans) = span_sink(settings, &service_name)? {
-        tracer = tracer.with_span_processor(span_processor(spans, span_batch_config(settings)));
-    }
+    tracer = match span_sink(settings, &service_name)? {
+        Some(SpanSink::Direct(direct)) => {
+            tracer.with_span_processor(grpc_span_processor(direct, settings.span_batch).0)
+        }
+        Some(other) => tracer.with_span_processor(span_processor(other, span_batch_config(settings.span_batch))),
+        None => tracer,
+    };
     let mut logger = SdkLoggerProvider::builder().with_resource(resource);
     if let Some(logs) = log_sink(settings, &service_name)? {
         logger = logger.with_batch_exporter(logs);
@@ -314,29 +322,25 @@ where
     ))
 }
 
-/// The span queue when `OTEL_BSP_MAX_QUEUE_SIZE` is unset: a second of a busy worker
-/// (tens of thousands of messages/s), so a burst or a collector hiccup drops nothing
-/// (the SDK's 2,048 fill in well under 100 ms at that rate).
-pub const DEFAULT_BSP_MAX_QUEUE_SIZE: usize = 16_384;
-/// Spans per export when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` is unset: the SDK's own 512.
-/// Measured against 2,048 (`benches/drain.rs`): fewer gRPC calls did not pay; with 512 the
-/// spans are encoded while still in cache and the buffers are a quarter the size (worker
-/// CPU per message 1.24x untraced instead of 1.45x), and each export holds a core for a
-/// quarter of the time (publish -> commit p99 +9 ms instead of +16..+30 ms at half load).
-pub const DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// The same for the crate's OTLP/gRPC exporter, whose batches are encoded as spans end
+/// (`otlp::batch`) instead of queued as `SpanData` in the SDK's batch processor; with the
+/// count of spans its full queue dropped (benchmarks report it).
+pub fn grpc_span_processor(
+    exporter: DirectGrpcSpanExporter,
+    batch: SpanBatch,
+) -> (impl SpanProcessor, Arc<AtomicUsize>) {
+    let batching = EncodingBatchProcessor::new(exporter, batch);
+    let dropped = batching.dropped();
+    (SpanStartCounter::new(RedactingSpanProcessor::new(batching)), dropped)
+}
 
-/// The SDK's batch settings from `OTEL_BSP_*`, with this crate's defaults for what the
-/// environment leaves unset (set variables always win).
-fn span_batch_config(settings: &Settings) -> BatchConfig {
-    let [queue_size_set, batch_size_set] = settings.bsp_sizes_set;
-    let mut config = opentelemetry_sdk::trace::BatchConfigBuilder::default();
-    if !queue_size_set {
-        config = config.with_max_queue_size(DEFAULT_BSP_MAX_QUEUE_SIZE);
-    }
-    if !batch_size_set {
-        config = config.with_max_export_batch_size(DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE);
-    }
-    config.build()
+/// The SDK's batch settings, as this crate reads `OTEL_BSP_*` (`settings::SpanBatch`).
+fn span_batch_config(batch: SpanBatch) -> BatchConfig {
+    opentelemetry_sdk::trace::BatchConfigBuilder::default()
+        .with_max_queue_size(batch.max_queue_size)
+        .with_max_export_batch_size(batch.max_export_batch_size)
+        .with_scheduled_delay(batch.scheduled_delay)
+        .build()
 }
 
 /// Env detectors (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`) first; code only fills

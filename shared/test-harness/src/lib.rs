@@ -50,9 +50,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// CPU seconds of process `pid` by thread, from the scheduler's nanosecond counts
-/// (`/proc/<pid>/task/*/schedstat`; threads that ended are not counted): (the
-/// OpenTelemetry SDK's span batch thread, every other thread). Linux keeps 15 bytes of a
-/// thread's name, so the SDK's `OpenTelemetry.Traces.BatchProcessor` is `OpenTelemetry.T`.
+/// (`/proc/<pid>/task/*/schedstat`; threads that ended are not counted): (the span batch
+/// thread, every other thread). The batch thread is the telemetry crate's
+/// `otlp-span-batch` (its OTLP/gRPC exporter) or the OpenTelemetry SDK's
+/// `OpenTelemetry.Traces.BatchProcessor` (other exporters), whose name Linux keeps as
+/// `OpenTelemetry.T` (15 bytes).
 /// The worker's drain bench and the telemetry crate's per_message bench split their CPU
 /// with it.
 pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
@@ -61,7 +63,7 @@ pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
         let seconds = schedstat.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()).unwrap_or_default() / 1e9;
-        if comm.starts_with("OpenTelemetry.T") {
+        if comm.starts_with("OpenTelemetry.T") || comm.trim_end() == "otlp-span-batch" {
             split.0 += seconds;
         } else {
             split.1 += seconds;

@@ -10,16 +10,20 @@
 //! fields, so its length is needed before its fields. The small ones (attributes and
 //! their values, events, links, status) are measured by `*_len` functions right before
 //! their header. A span's length would take a pass over all its attributes, so each span
-//! is written first, without its header, into a buffer of the batch's span messages kept
-//! per thread; once all are written, the request's lengths follow from theirs, and each
-//! span is copied into the request behind its header (one copy of warm memory, cheaper
-//! than measuring every attribute twice).
+//! is written first, without its header, into a buffer kept per thread, then copied
+//! behind its header into [`EncodedSpans`] (one copy of warm memory, cheaper than
+//! measuring every attribute twice). A request is the resource and those spans, scope by
+//! scope: [`TraceRequestEncoder::encode_spans_into`].
+//!
+//! The gRPC exporter's batch processor (`otlp::batch`) encodes each span as it ends, on
+//! the thread that ends it, and sends batches of [`EncodedSpans`]; the NATS exporter
+//! encodes the SDK's batches of `SpanData` ([`TraceRequestEncoder::encode_into`]).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use opentelemetry::trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
@@ -32,16 +36,86 @@ const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
 thread_local! {
-    /// The span messages of the batch being encoded, one after the other without their
-    /// headers. Per thread and kept between batches (the SDK's span batch thread encodes
-    /// them all), so its memory is warm; a buffer grown past [`KEPT_BODIES_CAPACITY`] by
-    /// a large batch is not kept.
-    static SPAN_BODIES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The message of the span being encoded, before it is copied behind its header. Per
+    /// thread and kept between spans, so its memory is warm; one grown past
+    /// [`KEPT_BODY_CAPACITY`] by a huge span is not kept.
+    static SPAN_BODY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The most span message bytes kept per thread between batches (a 512-span batch of
-/// the worker's spans is ~400 KB).
-const KEPT_BODIES_CAPACITY: usize = 4 << 20;
+/// The most bytes kept per thread between spans (a worker's span is under 1 KB).
+const KEPT_BODY_CAPACITY: usize = 64 << 10;
+
+/// The bytes a scope's buffer starts with in a batch that had no spans of that scope.
+const FIRST_SCOPE_CAPACITY: usize = 32 << 10;
+
+/// Calls `f` with `span`'s message (its fields, without its header), written in the
+/// thread's buffer.
+pub(crate) fn with_span_message<R>(span: &SpanData, f: impl FnOnce(&[u8]) -> R) -> R {
+    SPAN_BODY.with(|body| {
+        let Ok(mut body) = body.try_borrow_mut() else {
+            // Only if `f` encoded another span on this thread (no caller does).
+            let mut own = Vec::new();
+            write_span(span, &mut own);
+            return f(&own);
+        };
+        body.clear();
+        write_span(span, &mut *body);
+        let result = f(&body);
+        if body.capacity() > KEPT_BODY_CAPACITY {
+            *body = Vec::new();
+        }
+        result
+    })
+}
+
+/// Ended spans, encoded: per instrumentation scope (in order of first appearance), the
+/// `ScopeSpans.spans` fields of its spans, one after the other. What a request holds
+/// besides its resource.
+#[derive(Debug, Default)]
+pub(crate) struct EncodedSpans {
+    scopes: Vec<(InstrumentationScope, Vec<u8>)>,
+    spans: usize,
+}
+
+impl EncodedSpans {
+    /// How many spans it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.spans
+    }
+
+    /// Appends `span`.
+    pub(crate) fn push(&mut self, span: &SpanData) {
+        with_span_message(span, |message| self.push_message(&span.instrumentation_scope, message));
+    }
+
+    /// Appends a span of `scope` whose message is `message` ([`with_span_message`]).
+    pub(crate) fn push_message(&mut self, scope: &InstrumentationScope, message: &[u8]) {
+        let at = match self.scopes.iter().position(|(known, _)| known == scope) {
+            Some(at) => at,
+            None => {
+                // Room for a few dozen spans before the first reallocation.
+                self.scopes.push((scope.clone(), Vec::with_capacity(FIRST_SCOPE_CAPACITY)));
+                self.scopes.len() - 1
+            }
+        };
+        write_bytes(field::scope_spans::SPANS, message, &mut self.scopes[at].1);
+        self.spans += 1;
+    }
+
+    /// An empty batch with room for a quarter more bytes per scope than this one holds:
+    /// the next batch of a steady stream is written without reallocating (a reallocation
+    /// copies all that was written, ~400 KB for a batch of the worker's spans).
+    pub(crate) fn empty_like(&self) -> Self {
+        let room = |spans: &Vec<u8>| Vec::with_capacity(spans.len() + spans.len() / 4);
+        let scopes = self.scopes.iter().map(|(scope, spans)| (scope.clone(), room(spans))).collect();
+        Self { scopes, spans: 0 }
+    }
+
+    /// The scopes that hold spans, with their spans' fields.
+    fn scopes(&self) -> impl Iterator<Item = (&InstrumentationScope, &[u8])> + Clone {
+        self.scopes.iter().filter(|(_, spans)| !spans.is_empty()).map(|(scope, spans)| (scope, spans.as_slice()))
+    }
+}
 
 /// Encodes span batches for one resource (its message is encoded once).
 #[derive(Debug, Clone, Default)]
@@ -70,74 +144,93 @@ impl TraceRequestEncoder {
         buf
     }
 
-    /// Appends the same bytes to `buf` (reserving their exact length first) and returns
-    /// their length: how the gRPC exporter writes a batch after its frame header.
+    /// Appends the same bytes to `buf` and returns their length.
     pub fn encode_into(&self, spans: &[SpanData], buf: &mut Vec<u8>) -> usize {
-        SPAN_BODIES.with(|bodies| {
-            let Ok(mut bodies) = bodies.try_borrow_mut() else {
-                // Only if an encoding on this thread were interrupted by another.
-                return self.encode_with(spans, &mut Vec::new(), buf);
-            };
-            let written = self.encode_with(spans, &mut bodies, buf);
-            if bodies.capacity() > KEPT_BODIES_CAPACITY {
-                *bodies = Vec::new();
-            }
-            written
-        })
+        let mut encoded = EncodedSpans::default();
+        for span in spans {
+            encoded.push(span);
+        }
+        self.encode_spans_into(&encoded, buf)
     }
 
-    /// [`Self::encode_into`], with `bodies` to write the span messages into first.
-    fn encode_with(&self, spans: &[SpanData], bodies: &mut Vec<u8>, buf: &mut Vec<u8>) -> usize {
-        use field::{request, resource_spans, scope_spans};
-        let mut scopes: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-        for span in spans {
-            match scopes.iter_mut().find(|(scope, _)| *scope == &span.instrumentation_scope) {
-                Some((_, members)) => members.push(span),
-                None => scopes.push((&span.instrumentation_scope, vec![span])),
-            }
-        }
-        // Every span's message, scope by scope as they are written below; `ends[i]` is
-        // where span i's ends in `bodies`.
-        bodies.clear();
-        let mut ends = Vec::with_capacity(spans.len());
-        for span in scopes.iter().flat_map(|(_, members)| members) {
-            write_span(span, bodies);
-            ends.push(bodies.len());
-        }
-        let mut scope_spans_lens = Vec::with_capacity(scopes.len());
-        let (mut start, mut span_ends) = (0, ends.iter());
-        for (scope, members) in &scopes {
-            let mut len = message_field_len(scope_spans::SCOPE, scope_len(scope))
-                + string_field_len(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default());
-            for &end in span_ends.by_ref().take(members.len()) {
-                len += message_field_len(scope_spans::SPANS, end - start);
-                start = end;
-            }
-            scope_spans_lens.push(len);
-        }
-        let resource_spans_len = message_field_len(resource_spans::RESOURCE, self.resource.len())
-            + scope_spans_lens.iter().map(|&len| message_field_len(resource_spans::SCOPE_SPANS, len)).sum::<usize>()
-            + string_field_len(resource_spans::SCHEMA_URL, &self.schema_url);
-        let total = message_field_len(request::RESOURCE_SPANS, resource_spans_len);
-
+    /// Appends the bytes of an `ExportTraceServiceRequest` holding `spans` to `buf`
+    /// (reserving their exact length first) and returns their length.
+    pub(crate) fn encode_spans_into(&self, spans: &EncodedSpans, buf: &mut Vec<u8>) -> usize {
+        let (resource_spans_len, total) = self.lens(spans);
         buf.reserve_exact(total);
+        self.write_head(resource_spans_len, buf);
+        for (scope, scope_spans) in spans.scopes() {
+            write_scope_spans_head(scope, scope_spans, buf);
+            buf.put_slice(scope_spans);
+            write_scope_spans_tail(scope, buf);
+        }
+        write_string(field::resource_spans::SCHEMA_URL, &self.schema_url, buf);
+        total
+    }
+
+    /// The same request, as chunks to send one after the other: `head` (the gRPC frame's
+    /// header, given the request's length) and the request's own headers, then each
+    /// scope's spans as they are (moved, not copied), between the small pieces around
+    /// them. Returns the chunks and the request's length.
+    pub(crate) fn encode_spans_chunks(
+        &self,
+        spans: EncodedSpans,
+        head: impl FnOnce(usize) -> Vec<u8>,
+    ) -> (Vec<Bytes>, usize) {
+        let (resource_spans_len, total) = self.lens(&spans);
+        let mut piece = head(total);
+        self.write_head(resource_spans_len, &mut piece);
+        let mut chunks = Vec::with_capacity(2 * spans.scopes.len() + 1);
+        for (scope, scope_spans) in spans.scopes.into_iter().filter(|(_, spans)| !spans.is_empty()) {
+            write_scope_spans_head(&scope, &scope_spans, &mut piece);
+            chunks.push(Bytes::from(std::mem::take(&mut piece)));
+            chunks.push(Bytes::from(scope_spans));
+            write_scope_spans_tail(&scope, &mut piece);
+        }
+        write_string(field::resource_spans::SCHEMA_URL, &self.schema_url, &mut piece);
+        chunks.push(Bytes::from(piece));
+        (chunks, total)
+    }
+
+    /// The `ResourceSpans` message's length and the request's.
+    fn lens(&self, spans: &EncodedSpans) -> (usize, usize) {
+        use field::{request, resource_spans};
+        let resource_spans_len = message_field_len(resource_spans::RESOURCE, self.resource.len())
+            + spans
+                .scopes()
+                .map(|(scope, spans)| message_field_len(resource_spans::SCOPE_SPANS, scope_spans_len(scope, spans)))
+                .sum::<usize>()
+            + string_field_len(resource_spans::SCHEMA_URL, &self.schema_url);
+        (resource_spans_len, message_field_len(request::RESOURCE_SPANS, resource_spans_len))
+    }
+
+    /// The request's and its `ResourceSpans`' headers, and the resource.
+    fn write_head(&self, resource_spans_len: usize, buf: &mut Vec<u8>) {
+        use field::{request, resource_spans};
         write_message_header(request::RESOURCE_SPANS, resource_spans_len, buf);
         write_message_header(resource_spans::RESOURCE, self.resource.len(), buf);
         buf.put_slice(&self.resource);
-        let (mut start, mut span_ends) = (0, ends.iter());
-        for ((scope, members), scope_spans_len) in scopes.iter().zip(scope_spans_lens) {
-            write_message_header(resource_spans::SCOPE_SPANS, scope_spans_len, buf);
-            write_message_header(scope_spans::SCOPE, scope_len(scope), buf);
-            write_scope(scope, buf);
-            for &end in span_ends.by_ref().take(members.len()) {
-                write_bytes(scope_spans::SPANS, &bodies[start..end], buf);
-                start = end;
-            }
-            write_string(scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default(), buf);
-        }
-        write_string(resource_spans::SCHEMA_URL, &self.schema_url, buf);
-        total
     }
+}
+
+/// A `ScopeSpans` message's length, its spans' fields being `spans`.
+fn scope_spans_len(scope: &InstrumentationScope, spans: &[u8]) -> usize {
+    use field::scope_spans::{SCHEMA_URL, SCOPE};
+    message_field_len(SCOPE, scope_len(scope))
+        + spans.len()
+        + string_field_len(SCHEMA_URL, scope.schema_url().unwrap_or_default())
+}
+
+/// What comes before a `ScopeSpans` message's spans: its header and its scope.
+fn write_scope_spans_head(scope: &InstrumentationScope, spans: &[u8], buf: &mut Vec<u8>) {
+    write_message_header(field::resource_spans::SCOPE_SPANS, scope_spans_len(scope, spans), buf);
+    write_message_header(field::scope_spans::SCOPE, scope_len(scope), buf);
+    write_scope(scope, buf);
+}
+
+/// What comes after them: the scope's schema URL.
+fn write_scope_spans_tail(scope: &InstrumentationScope, buf: &mut Vec<u8>) {
+    write_string(field::scope_spans::SCHEMA_URL, scope.schema_url().unwrap_or_default(), buf);
 }
 
 /// The field numbers of the OTLP messages written here (opentelemetry-proto's
@@ -679,6 +772,47 @@ mod tests {
         let written = encoder.encode_into(&spans[..2], &mut after);
         assert_eq!(&after[..3], &[0xAA; 3], "appended after what the buffer held");
         assert_eq!((written, &after[3..]), (alone.len(), alone.as_slice()));
+    }
+
+    #[test]
+    fn a_next_batch_holds_only_its_own_spans() {
+        let (resource, spans) = (resource(), sdk_spans());
+        let encoder = TraceRequestEncoder::new(&resource);
+        let mut first = EncodedSpans::default();
+        for span in &spans {
+            first.push(span);
+        }
+        let mut reused = first.empty_like();
+        // Only spans of the first scope now: the other scope's empty buffer is not a
+        // `ScopeSpans` of the request.
+        let first_scope: Vec<SpanData> =
+            spans.iter().filter(|s| s.instrumentation_scope == spans[0].instrumentation_scope).cloned().collect();
+        assert!(first_scope.len() < spans.len(), "the spans have two scopes");
+        for span in &first_scope {
+            reused.push(span);
+        }
+        assert_eq!(reused.len(), first_scope.len());
+        let mut ours = Vec::new();
+        encoder.encode_spans_into(&reused, &mut ours);
+        assert_eq!(ours, encoder.encode(&first_scope));
+        let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).expect("decodes");
+        assert_eq!(decoded.resource_spans[0].scope_spans.len(), 1);
+    }
+
+    #[test]
+    fn chunks_are_the_same_request_after_their_head() {
+        let (resource, spans) = (resource(), sdk_spans());
+        let encoder = TraceRequestEncoder::new(&resource);
+        let mut encoded = EncodedSpans::default();
+        for span in &spans {
+            encoded.push(span);
+        }
+        let (chunks, len) = encoder.encode_spans_chunks(encoded, |len| vec![0xAA, len as u8]);
+        let joined: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
+        let whole = encoder.encode(&spans);
+        assert_eq!((len, joined[1] as usize), (whole.len(), whole.len() % 256), "the head is given the length");
+        assert_eq!((joined[0], &joined[2..]), (0xAA, whole.as_slice()));
+        assert_eq!(chunks.len(), 2 * 2 + 1, "two scopes: a piece before and the spans of each, and the end");
     }
 
     #[test]

@@ -1,20 +1,22 @@
 //! The OTLP/gRPC span exporter this crate uses when the settings are plain (see
-//! `settings::SpanExport`): the batch is encoded by [`super::encode`] (straight from
-//! the SDK's span data, no copy of the batch, no intermediate message structs) and sent as
-//! one unary `TraceService/Export` call, as opentelemetry-otlp's exporter would (one
+//! `settings::SpanExport`): a batch of spans encoded as they ended (`super::batch`,
+//! [`super::encode`]: no intermediate message structs) is sent as one unary
+//! `TraceService/Export` call, as opentelemetry-otlp's exporter would (one
 //! attempt, the same endpoint and timeout). Failures are counted by their gRPC status
 //! code. Measured in `benches/per_message.rs`: the encoding costs a sixth of the
 //! official path's.
 //!
-//! The call is made on the channel itself, not through tonic's codec: the encoder writes
-//! the gRPC message frame (a flag byte, the length, the message) into one buffer that
-//! becomes the HTTP/2 body as it is. tonic's codec would copy every encoded batch into
-//! its own buffer first (a tenth of the export thread's time, measured with perf). The
+//! The call is made on the channel itself, not through tonic's codec: the gRPC message
+//! frame (a flag byte, the length, the message) is the HTTP/2 body as it is, the small
+//! pieces the encoder writes around each scope's spans and the spans' buffers themselves,
+//! sent one after the other (`Chunks`), none copied into another. tonic's codec would
+//! copy every encoded batch into its own buffer first (a tenth of the export thread's
+//! time, measured with perf). The
 //! answer is read as tonic reads a unary answer: `grpc-status` in the headers
 //! (trailers-only) or the trailers, else the HTTP status mapped as gRPC specifies.
 //!
 //! The call runs on a runtime of the exporter's own, driven by the thread that exports
-//! (the SDK's span batch thread), not on the service's runtime: a batch's HTTP/2 framing
+//! (the span batch thread), not on the service's runtime: a batch's HTTP/2 framing
 //! and socket writes do not take the worker threads that process messages, and no
 //! wake-up crosses threads between encoding and sending (`spans+grpc` in the bench).
 
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -31,7 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tower::ServiceExt as _;
 
-use super::encode::TraceRequestEncoder;
+use super::encode::{EncodedSpans, TraceRequestEncoder};
 use crate::sdk_health::{ExportCounts, grpc_error_type};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -78,15 +80,15 @@ impl DirectGrpcSpanExporter {
     }
 
     /// Sends `frame` (a gRPC message frame) on the exporter's runtime, blocking the
-    /// calling thread (the SDK's span batch thread, which waits for each export anyway).
-    fn send_blocking(&self, frame: Bytes) -> Result<(), Status> {
+    /// calling thread (the span batch thread, which waits for each export anyway).
+    fn send_blocking(&self, frame: Chunks) -> Result<(), Status> {
         match &self.runtime.0 {
             Some(runtime) => runtime.block_on(self.send(frame)),
             None => Err(Status::unavailable("the span exporter was shut down")),
         }
     }
 
-    async fn send(&self, frame: Bytes) -> Result<(), Status> {
+    async fn send(&self, frame: Chunks) -> Result<(), Status> {
         let request = http::Request::builder()
             .method(http::Method::POST)
             .uri(EXPORT_PATH)
@@ -94,7 +96,7 @@ impl DirectGrpcSpanExporter {
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
             .header(header::TE, HeaderValue::from_static("trailers"))
             .header("grpc-timeout", grpc_timeout(self.timeout))
-            .body(tonic::body::Body::new(Full::new(frame)))
+            .body(tonic::body::Body::new(frame))
             .map_err(|e| Status::internal(e.to_string()))?;
         // The channel's own timeout (the endpoint's) bounds the whole call, as in tonic.
         let response = self.channel.clone().oneshot(request).await.map_err(|e| Status::from_error(e.into()))?;
@@ -107,15 +109,49 @@ impl DirectGrpcSpanExporter {
     }
 }
 
-/// A batch as one gRPC message frame: no compression (flag 0), the length (big-endian
-/// u32), the encoded `ExportTraceServiceRequest`.
-fn frame(encoder: &TraceRequestEncoder, batch: &[SpanData]) -> Bytes {
-    let mut frame = vec![0_u8; 5];
-    let len = encoder.encode_into(batch, &mut frame);
-    // gRPC messages are far below 4 GiB (the collector refuses more than 4 MiB); a batch
-    // that somehow was not is sent with a length the receiver refuses, never truncated.
-    frame[1..5].copy_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-    Bytes::from(frame)
+/// A gRPC message frame's header: no compression (flag 0), then the message's length
+/// (big-endian u32). gRPC messages are far below 4 GiB (the collector refuses more than
+/// 4 MiB); one that somehow was not is sent with a length the receiver refuses, never
+/// truncated.
+fn frame_header(len: usize) -> [u8; 5] {
+    let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [0, a, b, c, d]
+}
+
+/// A request body of several chunks, sent one after the other as they are.
+#[derive(Debug)]
+struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    fn new(chunks: Vec<Bytes>) -> Self {
+        let remaining = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+        Self { chunks: chunks.into(), remaining }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let chunk = self.chunks.pop_front();
+        self.remaining -= chunk.as_ref().map_or(0, |chunk| chunk.len() as u64);
+        std::task::Poll::Ready(chunk.map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// The `grpc-timeout` header: at most 8 digits, in milliseconds (or hours past that).
@@ -149,12 +185,19 @@ fn answer(trailers: Option<&HeaderMap>, http_status: StatusCode) -> Result<(), S
     Err(Status::new(code, format!("no grpc-status in the answer (HTTP {http_status})")))
 }
 
-impl SpanExporter for DirectGrpcSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let items = batch.len();
-        let frame = frame(&self.encoder, &batch);
-        drop(batch);
-        let sent = self.send_blocking(frame);
+impl DirectGrpcSpanExporter {
+    /// Sends `spans` (encoded as they ended, `otlp::batch`) as one request, blocking the
+    /// calling thread; counted like [`SpanExporter::export`].
+    /// The spans' buffers become the request's body as they are (`Chunks`).
+    pub(crate) fn export_encoded(&self, spans: EncodedSpans) -> OTelSdkResult {
+        let items = spans.len();
+        let (chunks, _) = self.encoder.encode_spans_chunks(spans, |len| frame_header(len).to_vec());
+        self.send_counted(items, Chunks::new(chunks))
+    }
+
+    /// Sends `body` and counts its `items` by the outcome.
+    fn send_counted(&self, items: usize, body: Chunks) -> OTelSdkResult {
+        let sent = self.send_blocking(body);
         self.counts.record(items, sent.as_ref().map(|_| ()).map_err(|status| grpc_error_type(status.code())));
         sent.map_err(|status| {
             OTelSdkError::InternalFailure(format!(
@@ -163,6 +206,15 @@ impl SpanExporter for DirectGrpcSpanExporter {
                 status.message()
             ))
         })
+    }
+}
+
+impl SpanExporter for DirectGrpcSpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut frame = vec![0_u8; 5];
+        let len = self.encoder.encode_into(&batch, &mut frame);
+        frame[..5].copy_from_slice(&frame_header(len));
+        self.send_counted(batch.len(), Chunks::new(vec![Bytes::from(frame)]))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -235,17 +287,6 @@ mod tests {
         let (resource, spans) = batch("grpc-exporter-test");
         let error = export(exporter, resource, spans).await.expect_err("nothing listens");
         assert!(error.to_string().contains("Unavailable"), "{error}");
-    }
-
-    #[test]
-    fn a_frame_is_the_flag_the_length_and_the_encoded_request() {
-        let (resource, spans) = batch("grpc-exporter-test");
-        let encoder = TraceRequestEncoder::new(&resource);
-        let encoded = encoder.encode(&spans);
-        let frame = frame(&encoder, &spans);
-        assert_eq!(frame[0], 0, "not compressed");
-        assert_eq!(u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize, encoded.len());
-        assert_eq!(&frame[5..], encoded.as_slice());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! for every signal OTLP over NATS ([`nats`]) or the console (opentelemetry-stdout).
 //! Which one is decided once, from the settings, in `setup`.
 
+pub(crate) mod batch;
 pub(crate) mod encode;
 pub(crate) mod grpc;
 pub(crate) mod nats;
