@@ -42,6 +42,16 @@ thread_local! {
     static SPAN_BODY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// The batch [`TraceRequestEncoder::encode_into`] encodes on this thread, emptied
+    /// between batches.
+    static BATCH: RefCell<EncodedSpans> = RefCell::new(EncodedSpans::default());
+}
+
+/// The most bytes a scope's buffer of the kept [`BATCH`] keeps between batches (a
+/// 512-span batch of the worker's spans is ~400 KB).
+const KEPT_BATCH_CAPACITY: usize = 4 << 20;
+
 /// The most bytes kept per thread between spans (a worker's span is under 1 KB).
 const KEPT_BODY_CAPACITY: usize = 64 << 10;
 
@@ -102,6 +112,17 @@ impl EncodedSpans {
         self.spans += 1;
     }
 
+    /// Empties it, keeping its buffers (up to [`KEPT_BATCH_CAPACITY`] each).
+    fn clear(&mut self) {
+        for (_, spans) in &mut self.scopes {
+            spans.clear();
+            if spans.capacity() > KEPT_BATCH_CAPACITY {
+                *spans = Vec::new();
+            }
+        }
+        self.spans = 0;
+    }
+
     /// An empty batch with room for a quarter more bytes per scope than this one holds:
     /// the next batch of a steady stream is written without reallocating (a reallocation
     /// copies all that was written, ~400 KB for a batch of the worker's spans).
@@ -144,13 +165,22 @@ impl TraceRequestEncoder {
         buf
     }
 
-    /// Appends the same bytes to `buf` and returns their length.
+    /// Appends the same bytes to `buf` and returns their length. The spans are encoded
+    /// into the thread's [`EncodedSpans`] first, kept between batches (emptied), so a
+    /// batch is not written into buffers grown from nothing again.
     pub fn encode_into(&self, spans: &[SpanData], buf: &mut Vec<u8>) -> usize {
-        let mut encoded = EncodedSpans::default();
-        for span in spans {
-            encoded.push(span);
-        }
-        self.encode_spans_into(&encoded, buf)
+        BATCH.with(|batch| {
+            let mut own = EncodedSpans::default();
+            // Borrowed only here, and nothing here encodes another batch on this thread.
+            let mut kept = batch.try_borrow_mut();
+            let encoded = kept.as_deref_mut().unwrap_or(&mut own);
+            for span in spans {
+                encoded.push(span);
+            }
+            let written = self.encode_spans_into(encoded, buf);
+            encoded.clear();
+            written
+        })
     }
 
     /// Appends the bytes of an `ExportTraceServiceRequest` holding `spans` to `buf`
