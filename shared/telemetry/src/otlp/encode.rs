@@ -777,6 +777,14 @@ mod tests {
         spans
     }
 
+    fn encoded(spans: &[SpanData]) -> EncodedSpans {
+        let mut encoded = EncodedSpans::default();
+        for span in spans {
+            encoded.push(span);
+        }
+        encoded
+    }
+
     #[test]
     fn decodes_to_the_same_request_as_the_official_transform() {
         let (resource, spans) = (resource(), sdk_spans());
@@ -808,11 +816,7 @@ mod tests {
     fn a_next_batch_holds_only_its_own_spans() {
         let (resource, spans) = (resource(), sdk_spans());
         let encoder = TraceRequestEncoder::new(&resource);
-        let mut first = EncodedSpans::default();
-        for span in &spans {
-            first.push(span);
-        }
-        let mut reused = first.empty_like();
+        let mut reused = encoded(&spans).empty_like();
         // Only spans of the first scope now: the other scope's empty buffer is not a
         // `ScopeSpans` of the request.
         let first_scope: Vec<SpanData> =
@@ -833,11 +837,7 @@ mod tests {
     fn chunks_are_the_same_request_after_their_head() {
         let (resource, spans) = (resource(), sdk_spans());
         let encoder = TraceRequestEncoder::new(&resource);
-        let mut encoded = EncodedSpans::default();
-        for span in &spans {
-            encoded.push(span);
-        }
-        let (chunks, len) = encoder.encode_spans_chunks(encoded, |len| vec![0xAA, len as u8]);
+        let (chunks, len) = encoder.encode_spans_chunks(encoded(&spans), |len| vec![0xAA, len as u8]);
         let joined: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
         let whole = encoder.encode(&spans);
         assert_eq!((len, joined[1] as usize), (whole.len(), whole.len() % 256), "the head is given the length");
