@@ -187,8 +187,8 @@ fn answer(trailers: Option<&HeaderMap>, http_status: StatusCode) -> Result<(), S
 
 impl DirectGrpcSpanExporter {
     /// Sends `spans` (encoded as they ended, `otlp::batch`) as one request, blocking the
-    /// calling thread; counted like [`SpanExporter::export`].
-    /// The spans' buffers become the request's body as they are (`Chunks`).
+    /// calling thread; counted like [`SpanExporter::export`]. The spans' buffers become
+    /// the request's body as they are (`Chunks`).
     pub(crate) fn export_encoded(&self, spans: EncodedSpans) -> OTelSdkResult {
         let items = spans.len();
         let (chunks, _) = self.encoder.encode_spans_chunks(spans, |len| frame_header(len).to_vec());
@@ -287,6 +287,24 @@ mod tests {
         let (resource, spans) = batch("grpc-exporter-test");
         let error = export(exporter, resource, spans).await.expect_err("nothing listens");
         assert!(error.to_string().contains("Unavailable"), "{error}");
+    }
+
+    #[test]
+    fn a_frame_is_the_flag_the_length_and_the_encoded_request() {
+        let (resource, spans) = batch("grpc-exporter-test");
+        let encoder = TraceRequestEncoder::new(&resource);
+        let encoded = encoder.encode(&spans);
+        let mut batch = EncodedSpans::default();
+        for span in &spans {
+            batch.push(span);
+        }
+        let (chunks, _) = encoder.encode_spans_chunks(batch, |len| frame_header(len).to_vec());
+        let body = Chunks::new(chunks);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5 + encoded.len() as u64));
+        let frame: Vec<u8> = body.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
+        assert_eq!(frame[0], 0, "not compressed");
+        assert_eq!(u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize, encoded.len());
+        assert_eq!(&frame[5..], encoded.as_slice());
     }
 
     #[test]
