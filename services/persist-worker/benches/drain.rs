@@ -126,7 +126,7 @@ fn as_strs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 struct Round {
     per_second: f64,
     cpu_us_per_message: f64,
-    /// Of which the SDK's span batch thread (`test_harness::thread_cpu_seconds`).
+    /// Of which the span batch thread (`otlp-span-batch`; `test_harness::thread_cpu_seconds`).
     batch_thread_us_per_message: f64,
     /// A worker's start-up CPU in this mode, spread over the backlog (part of the above).
     startup_us_per_message: f64,
