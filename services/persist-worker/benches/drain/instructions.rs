@@ -1,7 +1,7 @@
 //! `DRAIN_COUNT=instructions`: the real worker's instructions per message, tracing off,
 //! on and 10 %, counted by valgrind (callgrind, every thread: each span's encoding on the
-//! message path and the batch thread's gRPC send count) while it drains a backlog. Unlike the drain's times,
-//! the counts do not move with the machine's load. Each mode drains `n` and `2n`
+//! message path and the batch thread's gRPC send count) while it drains a backlog.
+//! Unlike the drain's times, the counts do not move with the machine's load. Each mode drains `n` and `2n`
 //! messages (`DRAIN_BACKLOG`, default 5,000) with a fresh stack each; the difference
 //! is `n` messages' worth, without start-up and shut-down (which include the last
 //! export: every span is encoded and sent once in both). The profiles stay in

@@ -98,6 +98,16 @@ impl EncodedSpans {
         with_span_message(span, |message| self.push_message(&span.instrumentation_scope, message));
     }
 
+    /// A batch of `spans` (tests build batches so).
+    #[cfg(test)]
+    pub(crate) fn of(spans: &[SpanData]) -> Self {
+        let mut encoded = Self::default();
+        for span in spans {
+            encoded.push(span);
+        }
+        encoded
+    }
+
     /// Appends a span of `scope` whose message is `message` ([`with_span_message`]).
     pub(crate) fn push_message(&mut self, scope: &InstrumentationScope, message: &[u8]) {
         let at = match self.scopes.iter().position(|(known, _)| same_scope(known, scope)) {
@@ -793,14 +803,6 @@ mod tests {
         spans
     }
 
-    fn encoded(spans: &[SpanData]) -> EncodedSpans {
-        let mut encoded = EncodedSpans::default();
-        for span in spans {
-            encoded.push(span);
-        }
-        encoded
-    }
-
     #[test]
     fn decodes_to_the_same_request_as_the_official_transform() {
         let (resource, spans) = (resource(), sdk_spans());
@@ -832,7 +834,7 @@ mod tests {
     fn a_next_batch_holds_only_its_own_spans() {
         let (resource, spans) = (resource(), sdk_spans());
         let encoder = TraceRequestEncoder::new(&resource);
-        let mut reused = encoded(&spans).empty_like();
+        let mut reused = EncodedSpans::of(&spans).empty_like();
         // Only spans of the first scope now: the other scope's empty buffer is not a
         // `ScopeSpans` of the request.
         let first_scope: Vec<SpanData> =
@@ -853,7 +855,7 @@ mod tests {
     fn chunks_are_the_same_request_after_their_head() {
         let (resource, spans) = (resource(), sdk_spans());
         let encoder = TraceRequestEncoder::new(&resource);
-        let (chunks, len) = encoder.encode_spans_chunks(encoded(&spans), |len| vec![0xAA, len as u8]);
+        let (chunks, len) = encoder.encode_spans_chunks(EncodedSpans::of(&spans), |len| vec![0xAA, len as u8]);
         let joined: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
         let whole = encoder.encode(&spans);
         assert_eq!((len, joined[1] as usize), (whole.len(), whole.len() % 256), "the head is given the length");

@@ -294,11 +294,7 @@ mod tests {
         let (resource, spans) = batch("grpc-exporter-test");
         let encoder = TraceRequestEncoder::new(&resource);
         let encoded = encoder.encode(&spans);
-        let mut batch = EncodedSpans::default();
-        for span in &spans {
-            batch.push(span);
-        }
-        let (chunks, _) = encoder.encode_spans_chunks(batch, |len| frame_header(len).to_vec());
+        let (chunks, _) = encoder.encode_spans_chunks(EncodedSpans::of(&spans), |len| frame_header(len).to_vec());
         let body = Chunks::new(chunks);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5 + encoded.len() as u64));
         let frame: Vec<u8> = body.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
