@@ -9,6 +9,7 @@ mod server;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::Notify;
 
 use crate::HarnessResult;
@@ -32,18 +33,55 @@ pub struct Captured {
     pub http_requests: usize,
 }
 
+/// What the servers received: span export requests are kept as they arrived and turned
+/// into [`SpanRecord`]s when something reads them. The receiver shares the machine's cores
+/// with the services under test; decoding every span as it arrives cost more CPU than the
+/// persist worker spends per message (drain bench, 12-14 µs per message), so a run that
+/// reads the spans afterwards pays for that after it is measured.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
-    captured: Mutex<Captured>,
+    state: Mutex<State>,
     changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    captured: Captured,
+    /// Span export requests not yet in `captured.spans`, in arrival order.
+    traces: Vec<ExportTraceServiceRequest>,
 }
 
 impl Store {
     pub(crate) fn update(&self, f: impl FnOnce(&mut Captured)) {
-        if let Ok(mut c) = self.captured.lock() {
-            f(&mut c);
-        }
+        self.record(|state| f(&mut state.captured));
+    }
+
+    /// Keeps a span export request for the next read.
+    pub(crate) fn add_traces(&self, request: ExportTraceServiceRequest, count: impl FnOnce(&mut Captured)) {
+        self.record(|state| {
+            count(&mut state.captured);
+            state.traces.push(request);
+        });
+    }
+
+    fn record(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         self.changed.notify_waiters();
+    }
+
+    /// `look` at everything received so far, the kept span requests decoded first.
+    fn read<T>(&self, look: impl FnOnce(&Captured) -> T) -> T {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let State { captured, traces } = &mut *state;
+        for request in traces.drain(..) {
+            captured.spans.extend(decode::spans(&request));
+            for resource in decode::resources(&request) {
+                if !captured.resources.contains(&resource) {
+                    captured.resources.push(resource);
+                }
+            }
+        }
+        look(captured)
     }
 }
 
@@ -97,13 +135,12 @@ impl OtlpReceiver {
     /// `look` at everything received so far, without copying it (for runs too large to
     /// copy at every poll).
     pub fn inspect<T>(&self, look: impl FnOnce(&Captured) -> T) -> T {
-        let captured = self.store.captured.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        look(&captured)
+        self.store.read(look)
     }
 
     /// A copy of everything received so far.
     pub fn captured(&self) -> Captured {
-        self.store.captured.lock().map(|c| c.clone()).unwrap_or_default()
+        self.store.read(Captured::clone)
     }
 
     /// Waits until `check` returns `Some` for what has been received, up to `timeout`.
@@ -163,11 +200,7 @@ impl OtlpReceiver {
     pub fn spans_of(&self) -> crate::tempo_stub::SpansOf {
         let store = Arc::clone(&self.store);
         Arc::new(move |trace_id: &str| {
-            store
-                .captured
-                .lock()
-                .map(|c| c.spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect())
-                .unwrap_or_default()
+            store.read(|c| c.spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect())
         })
     }
 

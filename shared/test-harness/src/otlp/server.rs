@@ -1,5 +1,6 @@
-//! The OTLP/gRPC (tonic) and OTLP/HTTP (axum) servers feeding the [`Store`]. Both take
-//! gzip-compressed requests too (the collector's exporters compress by default).
+//! The OTLP/gRPC (tonic) and OTLP/HTTP (axum) servers feeding the [`Store`] (span
+//! requests are kept whole, decoded when read). Both take gzip-compressed requests too
+//! (the collector's exporters compress by default).
 
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ impl TraceService for Grpc {
         &self,
         r: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        record_traces(&self.0, r.get_ref(), |c| c.grpc_requests += 1);
+        self.0.add_traces(r.into_inner(), |c| c.grpc_requests += 1);
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -67,20 +68,6 @@ impl MetricsService for Grpc {
         });
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
-}
-
-fn record_traces(store: &Store, request: &ExportTraceServiceRequest, count: impl FnOnce(&mut super::Captured)) {
-    let spans = decode::spans(request);
-    let resources = decode::resources(request);
-    store.update(|c| {
-        count(c);
-        c.spans.extend(spans);
-        for resource in resources {
-            if !c.resources.contains(&resource) {
-                c.resources.push(resource);
-            }
-        }
-    });
 }
 
 async fn bind() -> HarnessResult<(u16, TcpListener)> {
@@ -144,7 +131,7 @@ async fn traces(
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
     let request: ExportTraceServiceRequest = request(&headers, &body)?;
-    record_traces(&store, &request, |c| c.http_requests += 1);
+    store.add_traces(request, |c| c.http_requests += 1);
     Ok(protobuf(ExportTraceServiceResponse::default().encode_to_vec()))
 }
 
