@@ -4,15 +4,20 @@
 //!
 //! Each round: a fresh nats-server and database, a backlog of traced messages published by
 //! chat-cli (sampled as the round's setting says), then the worker drains it. Reports
-//! messages/s (worker ready -> last row committed), worker CPU per message (the scheduler's
-//! nanoseconds per thread, from /proc), the `process` spans that never reached the
-//! receiver (dropped), and the ratios to the `off` round of the same triple (triples
-//! alternate their order: off, on, 10 %, then 10 %, on, off); then the saturation of the
-//! whole path with the loader running (tracing off), and paced runs each way at half and a
-//! quarter of it for the publish -> commit latency (p50, p99, achieved rate).
-//! With tracing on, every span goes to the in-process OTLP receiver (which, like a real
-//! collector, costs CPU on the same two cores). The worker uses its default batch span
-//! processor settings.
+//! messages/s (rows committed per second from the first commit to the last, by the rows'
+//! `persisted_at`: the worker's start-up is not the drain's rate, it is reported apart as
+//! the time from starting the worker to its first commit), worker CPU per message (the
+//! scheduler's nanoseconds per thread, from /proc), the bench process's CPU per message
+//! (in traced rounds mostly the OTLP receiver taking the spans in), the `process` spans
+//! that never reached the receiver (dropped), and the ratios to the `off` round of the
+//! same triple (triples alternate their order: off, on, 10 %, then 10 %, on, off); then
+//! the saturation of the whole path with the loader running (tracing off), and paced runs
+//! each way at half and a quarter of it for the publish -> commit latency (p50, p99,
+//! achieved rate).
+//! With tracing on, every span goes to the in-process OTLP receiver, which shares the two
+//! cores (it keeps the requests and decodes them into spans only when the bench reads
+//! them, after the drain: decoding as they arrived cost 12-14 µs per message, more than
+//! the traced worker itself). The worker uses its default batch span processor settings.
 //!
 //! `DRAIN_PERF=on` (or `off`, `10%`) also samples the worker with `perf record -e
 //! cpu-clock --call-graph dwarf` during those rounds (files
@@ -24,7 +29,8 @@
 //! settings (comma-separated) in every round.
 //!
 //! `DRAIN_COUNT=instructions` counts the worker's instructions per message instead
-//! (valgrind; see `drain/instructions.rs`): figures that do not move with the machine.
+//! (valgrind; see `drain/instructions.rs`): figures that do not move with the machine;
+//! `DRAIN_CALLGRIND_ARGS="--cache-sim=yes ..."` adds simulated cache misses per message.
 //!
 //! `DRAIN_VIA=nats` compares the two roads of the worker's spans instead (seed 004): each
 //! pair is a round exporting directly over OTLP/gRPC and one with
@@ -124,7 +130,12 @@ fn as_strs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 struct Round {
+    /// Rows committed per second, first commit to last.
     per_second: f64,
+    /// From starting the worker (its stream set-up step included) to its first commit.
+    first_commit_ms: f64,
+    /// The bench process's CPU during the drain (receiver, polling), µs per message.
+    bench_us_per_message: f64,
     cpu_us_per_message: f64,
     /// Of which the span batch thread (`otlp-span-batch`; `test_harness::thread_cpu_seconds`).
     batch_thread_us_per_message: f64,
@@ -157,6 +168,8 @@ async fn round(tracing: Tracing) -> Round {
         .await
         .expect("backlog");
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let bench_cpu = total_cpu_seconds(std::process::id());
     let env = worker_env(tracing, &stack);
     let worker = stack.spawn_service("persist-worker", &as_strs(&env)).await.expect("worker");
     let perf = (std::env::var("DRAIN_PERF").is_ok_and(|mode| mode == tracing.label())).then(|| {
@@ -183,7 +196,9 @@ async fn round(tracing: Tracing) -> Round {
         assert!(started.elapsed() < Duration::from_secs(300), "backlog not drained");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let bench_cpu = total_cpu_seconds(std::process::id()) - bench_cpu;
+    let (first_commit, per_second) = drain_rate(&stack.db.url).await;
+    let since_epoch = started_at.duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
     // The scheduler's nanoseconds, not /proc/<pid>/stat's 10 ms ticks (0.5 µs per message
     // over 20,000 messages, 4 % of an untraced worker's figure); no thread of the worker
     // ends during a drain, so none is missed.
@@ -196,12 +211,34 @@ async fn round(tracing: Tracing) -> Round {
     let bridge = if tracing == Tracing::Nats { Some(bridge_throughput(&stack).await) } else { None };
     let spans_dropped = matches!(tracing, Tracing::On | Tracing::Nats).then_some(spans_dropped(&stack, backlog).await);
     Round {
-        per_second: backlog as f64 / elapsed,
+        per_second,
+        first_commit_ms: (first_commit - since_epoch) * 1e3,
+        bench_us_per_message: bench_cpu * 1e6 / backlog as f64,
         cpu_us_per_message: cpu * 1e6 / backlog as f64,
         batch_thread_us_per_message: batch_thread * 1e6 / backlog as f64,
         startup_us_per_message: startup_cpu * 1e6 / backlog as f64,
         spans_dropped,
         bridge,
+    }
+}
+
+/// CPU seconds of process `pid`, every thread (the scheduler's nanoseconds).
+fn total_cpu_seconds(pid: u32) -> f64 {
+    let (batch_thread, others) = test_harness::thread_cpu_seconds(pid);
+    batch_thread + others
+}
+
+/// The drain's rate from the stored rows: (the first commit, as seconds since the epoch;
+/// rows committed per second from the first commit to the last). `persisted_at` is a
+/// batch's transaction start, so the last batch's rows are not counted (they were
+/// committed after its time).
+async fn drain_rate(url: &str) -> (f64, f64) {
+    let query = "SELECT extract(epoch FROM min(persisted_at)), extract(epoch FROM max(persisted_at)), \
+                 count(*) FILTER (WHERE persisted_at < (SELECT max(persisted_at) FROM chat.messages)) \
+                 FROM chat.messages";
+    match common::psql_numbers(url, query).await[..] {
+        [first, last, before_last] => (first, before_last / (last - first)),
+        ref other => panic!("the drained rows' times: {other:?}"),
     }
 }
 
@@ -315,13 +352,15 @@ async fn main() {
             let dropped = r.spans_dropped.map(|n| format!("   spans dropped {n}")).unwrap_or_default();
             println!(
                 "tracing {:3}  {:8.0} msg/s   worker CPU {:6.2} µs/msg (span batch thread {:4.2}, others {:5.2}; \
-                 start-up {:4.1}){dropped}",
+                 start-up {:4.1})   first commit {:3.0} ms   bench CPU {:4.2} µs/msg{dropped}",
                 tracing.label(),
                 r.per_second,
                 r.cpu_us_per_message,
                 r.batch_thread_us_per_message,
                 r.cpu_us_per_message - r.batch_thread_us_per_message,
-                r.startup_us_per_message
+                r.startup_us_per_message,
+                r.first_commit_ms,
+                r.bench_us_per_message
             );
         }
         off_rates.push(off.per_second);
