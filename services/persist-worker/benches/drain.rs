@@ -16,8 +16,9 @@
 //! achieved rate).
 //! With tracing on, every span goes to the in-process OTLP receiver, which shares the two
 //! cores (it keeps the requests and decodes them into spans only when the bench reads
-//! them, after the drain: decoding as they arrived cost 12-14 µs per message, more than
-//! the traced worker itself). The worker uses its default batch span processor settings.
+//! them, after the drain: decoding as they arrived cost 9-14 µs per message, about what
+//! the traced worker itself costs). The worker uses its default batch span processor
+//! settings.
 //!
 //! `DRAIN_PERF=on` (or `off`, `10%`) also samples the worker with `perf record -e
 //! cpu-clock --call-graph dwarf` during those rounds (files

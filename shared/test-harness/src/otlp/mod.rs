@@ -35,9 +35,9 @@ pub struct Captured {
 
 /// What the servers received: span export requests are kept as they arrived and turned
 /// into [`SpanRecord`]s when something reads them. The receiver shares the machine's cores
-/// with the services under test; decoding every span as it arrives cost more CPU than the
-/// persist worker spends per message (drain bench, 12-14 µs per message), so a run that
-/// reads the spans afterwards pays for that after it is measured.
+/// with the services under test; decoding every span as it arrived cost about as much CPU
+/// as the traced persist worker spends per message (drain bench: 9-14 µs per message), so
+/// a run that reads the spans afterwards pays for that after it is measured.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
     state: Mutex<State>,
