@@ -155,11 +155,8 @@ async fn round(tracing: Tracing) -> Round {
     // worker in this mode (connections, telemetry set-up), which the drain's figure
     // spreads over the backlog.
     let first = stack.spawn_service("persist-worker", &as_strs(&worker_env(tracing, &stack))).await;
-    let startup_cpu = {
-        // Nanoseconds: a start-up takes milliseconds, under /proc/<pid>/stat's 10 ms ticks.
-        let (batch_thread, others) = test_harness::thread_cpu_seconds(first.as_ref().expect("stream").process.pid());
-        batch_thread + others
-    };
+    // Nanoseconds: a start-up takes milliseconds, under /proc/<pid>/stat's 10 ms ticks.
+    let startup_cpu = total_cpu_seconds(first.as_ref().expect("stream").process.pid());
     drop(first);
     if tracing == Tracing::Nats {
         stack.set_up_telemetry_streams().await.expect("TELEMETRY");
