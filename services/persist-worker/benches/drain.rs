@@ -33,6 +33,9 @@
 //! (valgrind; see `drain/instructions.rs`): figures that do not move with the machine;
 //! `DRAIN_CALLGRIND_ARGS="--cache-sim=yes ..."` adds simulated cache misses per message.
 //!
+//! `DRAIN_TOGETHER=1` drains off, on and 10 % side by side instead, each on its own stack
+//! (see `drain/together.rs`): the three see the same machine at the same moments.
+//!
 //! `DRAIN_VIA=nats` compares the two roads of the worker's spans instead (seed 004): each
 //! pair is a round exporting directly over OTLP/gRPC and one with
 //! `OTEL_TRACES_EXPORTER=nats` (OTLP batches published to the TELEMETRY stream), both at
@@ -51,6 +54,8 @@ mod common;
 use common::{publish_to_commit_ms, rows};
 #[path = "drain/instructions.rs"]
 mod instructions;
+#[path = "drain/together.rs"]
+mod together;
 
 /// A number from the environment (the `DRAIN_*` knobs), if set and valid.
 fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -147,8 +152,15 @@ struct Round {
     bridge: Option<(f64, f64)>,
 }
 
-async fn round(tracing: Tracing) -> Round {
-    let backlog = backlog();
+/// A round's own stack (nats-server, database, OTLP receiver) with the stream made and the
+/// backlog published, its worker not started yet.
+struct Prepared {
+    stack: ChatStack,
+    /// CPU seconds a worker in this mode took to get ready (connections, telemetry set-up).
+    startup_cpu: f64,
+}
+
+async fn prepare(tracing: Tracing, backlog: usize) -> Prepared {
     let mut stack = ChatStack::start().await.expect("stack");
     stack.export_to(&tracing.sampler());
     // A first worker creates the stream; its CPU at readiness is what start-up costs a
@@ -165,6 +177,12 @@ async fn round(tracing: Tracing) -> Round {
         .cli_ok(&["send", "general", "benchmark message", "--count", &backlog.to_string(), "--concurrency", "1024"])
         .await
         .expect("backlog");
+    Prepared { stack, startup_cpu }
+}
+
+async fn round(tracing: Tracing) -> Round {
+    let backlog = backlog();
+    let Prepared { stack, startup_cpu } = prepare(tracing, backlog).await;
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let bench_cpu = total_cpu_seconds(std::process::id());
@@ -333,6 +351,9 @@ async fn main() {
     if std::env::var("DRAIN_VIA").is_ok_and(|via| via == "nats") {
         return via_nats(pairs).await;
     }
+    if std::env::var("DRAIN_TOGETHER").is_ok_and(|together| together == "1") {
+        return together::report(pairs).await;
+    }
     let (mut off_rates, mut on, mut sampled) = (Vec::new(), Ratios::default(), Ratios::default());
     for pair in 0..pairs {
         // Every other triple in reverse order: a round's place in the triple (what ran
@@ -376,11 +397,14 @@ async fn main() {
     paced((saturation / 4.0).round() as u32, Some(saturation)).await;
     for (label, ratios) in [("100 %", &mut on), ("10 %", &mut sampled)] {
         println!(
-            "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), worker CPU per message {:.3}",
+            "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), \
+             worker CPU per message {:.3} (pairs {:.2}..{:.2})",
             median(&mut ratios.throughput),
             ratios.throughput[0],
             ratios.throughput[pairs - 1],
-            median(&mut ratios.cpu)
+            median(&mut ratios.cpu),
+            ratios.cpu[0],
+            ratios.cpu[pairs - 1]
         );
     }
 }
