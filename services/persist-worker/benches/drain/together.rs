@@ -64,6 +64,7 @@ pub(super) async fn report(triples: usize) {
         }
         stop.store(true, Ordering::Relaxed);
         let samples = sampler.join().expect("CPU sampler");
+        let switches: Vec<f64> = workers.iter().map(|w| context_switches(w.process.pid()) / backlog as f64).collect();
         let mut timelines = Vec::new();
         for p in &prepared {
             timelines.push(commits(&p.stack.db.url).await);
@@ -82,12 +83,14 @@ pub(super) async fn report(triples: usize) {
                 String::new()
             };
             println!(
-                "  tracing {:3}  {:8.0} msg/s   worker CPU {:6.2} µs/msg (span batch thread {:4.2})   rows in window {:.0}{dropped}",
+                "  tracing {:3}  {:8.0} msg/s   worker CPU {:6.2} µs/msg (span batch thread {:4.2})   rows in window {:.0}   \
+                 context switches {:.3}/msg{dropped}",
                 MODES[i].label(),
                 w.per_second,
                 w.cpu_us_per_message,
                 w.batch_thread_us_per_message,
-                w.rows
+                w.rows,
+                switches[i]
             );
         }
         for (traced, (throughput, cpu)) in windows[1..].iter().zip(ratios.iter_mut()) {
@@ -163,4 +166,16 @@ fn cpu_at(samples: &CpuSamples, index: usize, t: f64) -> (f64, f64) {
     let (b0, o0) = before[index];
     let (b1, o1) = next[index];
     (b0 + (b1 - b0) * share, o0 + (o1 - o0) * share)
+}
+
+/// Context switches of every thread of `pid` so far, voluntary (waits) and not (preempted).
+fn context_switches(pid: u32) -> f64 {
+    let mut total = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines().filter(|l| l.contains("ctxt_switches:")) {
+            total += line.split_whitespace().nth(1).and_then(|n| n.parse::<f64>().ok()).unwrap_or_default();
+        }
+    }
+    total
 }
