@@ -249,13 +249,19 @@ fn total_cpu_seconds(pid: u32) -> f64 {
 /// batch's transaction start, so the last batch's rows are not counted (they were
 /// committed after its time).
 async fn drain_rate(url: &str) -> (f64, f64) {
-    let query = "SELECT extract(epoch FROM min(persisted_at)), extract(epoch FROM max(persisted_at)), \
-                 count(*) FILTER (WHERE persisted_at < (SELECT max(persisted_at) FROM chat.messages)) \
-                 FROM chat.messages";
-    match common::psql_numbers(url, query).await[..] {
-        [first, last, before_last] => (first, before_last / (last - first)),
-        ref other => panic!("the drained rows' times: {other:?}"),
-    }
+    let commits = commits(url).await;
+    let (first, last) = (commits[0].0, commits[commits.len() - 1].0);
+    let before_last: f64 = commits[..commits.len() - 1].iter().map(|(_, rows)| rows).sum();
+    (first, before_last / (last - first))
+}
+
+/// The worker's commits: (a batch's `persisted_at` as seconds since the epoch, its rows),
+/// in time order.
+async fn commits(url: &str) -> Vec<(f64, f64)> {
+    let query = "SELECT extract(epoch FROM persisted_at), count(*) FROM chat.messages GROUP BY 1 ORDER BY 1";
+    let numbers = common::psql_numbers(url, query).await;
+    assert!(numbers.len() >= 4, "the drained rows' times: {numbers:?}");
+    numbers.chunks_exact(2).map(|c| (c[0], c[1])).collect()
 }
 
 /// otlp-bridge on the spans a NATS round left in TELEMETRY (after the worker's last
@@ -396,16 +402,7 @@ async fn main() {
     paced((saturation / 2.0).round() as u32, Some(saturation)).await;
     paced((saturation / 4.0).round() as u32, Some(saturation)).await;
     for (label, ratios) in [("100 %", &mut on), ("10 %", &mut sampled)] {
-        println!(
-            "ratio to off at {label}, median of {pairs} pairs: throughput {:.3} (pairs {:.2}..{:.2}), \
-             worker CPU per message {:.3} (pairs {:.2}..{:.2})",
-            median(&mut ratios.throughput),
-            ratios.throughput[0],
-            ratios.throughput[pairs - 1],
-            median(&mut ratios.cpu),
-            ratios.cpu[0],
-            ratios.cpu[pairs - 1]
-        );
+        println!("ratio to off at {label}, median of {pairs} pairs: {}", ratios.summary("pairs"));
     }
 }
 
@@ -464,8 +461,24 @@ struct Ratios {
 
 impl Ratios {
     fn push(&mut self, traced: &Round, off: &Round) {
-        self.throughput.push(traced.per_second / off.per_second);
-        self.cpu.push(traced.cpu_us_per_message / off.cpu_us_per_message);
+        self.add(traced.per_second / off.per_second, traced.cpu_us_per_message / off.cpu_us_per_message);
+    }
+
+    fn add(&mut self, throughput: f64, cpu: f64) {
+        self.throughput.push(throughput);
+        self.cpu.push(cpu);
+    }
+
+    /// The medians and the ranges, e.g. "throughput 0.937 (pairs 0.86..1.03), worker CPU
+    /// per message 1.341 (pairs 1.33..1.37)".
+    fn summary(&mut self, of: &str) -> String {
+        let (throughput, cpu) = (median(&mut self.throughput), median(&mut self.cpu));
+        let range = |sorted: &[f64]| format!("({of} {:.2}..{:.2})", sorted[0], sorted[sorted.len() - 1]);
+        format!(
+            "throughput {throughput:.3} {}, worker CPU per message {cpu:.3} {}",
+            range(&self.throughput),
+            range(&self.cpu)
+        )
     }
 }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::common::{psql_numbers, rows};
-use super::{Tracing, as_strs, env_number, median, prepare, spans_dropped, worker_env};
+use super::common::rows;
+use super::{Ratios, Tracing, as_strs, commits, env_number, prepare, spans_dropped, worker_env};
 
 /// The modes drained together; the first is what the others are compared with.
 const MODES: [Tracing; 3] = [Tracing::Off, Tracing::On, Tracing::Sampled];
@@ -41,7 +41,7 @@ type CpuSamples = Vec<(f64, Vec<(f64, f64)>)>;
 
 pub(super) async fn report(triples: usize) {
     let backlog = env_number("DRAIN_BACKLOG").unwrap_or(BACKLOG);
-    let mut ratios = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+    let mut ratios = [Ratios::default(), Ratios::default()];
     for triple in 0..triples {
         let mut prepared = Vec::new();
         for tracing in MODES {
@@ -93,21 +93,15 @@ pub(super) async fn report(triples: usize) {
                 switches[i]
             );
         }
-        for (traced, (throughput, cpu)) in windows[1..].iter().zip(ratios.iter_mut()) {
-            throughput.push(traced.per_second / windows[0].per_second);
-            cpu.push(traced.cpu_us_per_message / windows[0].cpu_us_per_message);
+        for (traced, ratios) in windows[1..].iter().zip(ratios.iter_mut()) {
+            ratios.add(
+                traced.per_second / windows[0].per_second,
+                traced.cpu_us_per_message / windows[0].cpu_us_per_message,
+            );
         }
     }
-    for (label, (throughput, cpu)) in ["100 %", "10 %"].iter().zip(ratios.iter_mut()) {
-        let (t, c) = (median(throughput), median(cpu));
-        println!(
-            "side by side, ratio to off at {label}, median of {triples}: throughput {t:.3} (triples {:.2}..{:.2}), \
-             worker CPU per message {c:.3} (triples {:.2}..{:.2})",
-            throughput[0],
-            throughput[triples - 1],
-            cpu[0],
-            cpu[triples - 1]
-        );
+    for (label, ratios) in ["100 %", "10 %"].iter().zip(ratios.iter_mut()) {
+        println!("side by side, ratio to off at {label}, median of {triples}: {}", ratios.summary("triples"));
     }
 }
 
@@ -126,14 +120,6 @@ fn sample_cpu(pids: Vec<u32>) -> (Arc<AtomicBool>, std::thread::JoinHandle<CpuSa
         samples
     });
     (stop, sampler)
-}
-
-/// The worker's commits: (a batch's `persisted_at` as seconds since the epoch, its rows),
-/// in time order.
-async fn commits(url: &str) -> Vec<(f64, f64)> {
-    let query = "SELECT extract(epoch FROM persisted_at), count(*) FROM chat.messages GROUP BY 1 ORDER BY 1";
-    let numbers = psql_numbers(url, query).await;
-    numbers.chunks_exact(2).map(|c| (c[0], c[1])).collect()
 }
 
 /// Worker `index`'s figures between its first and last commit within [`start`, `end`]:
