@@ -60,6 +60,7 @@ use prost::Message as _;
 use telemetry::bench::{DirectGrpcSpanExporter, SpanBatch, TraceRequestEncoder};
 use telemetry::db::{DbSpans, Statement};
 use telemetry::messaging::{DeliveryFacts, MessageRef, Messaging, Peer, Settlement};
+use telemetry::tracer::SpanTracer;
 use test_harness::thread_cpu_seconds;
 
 #[cfg(not(feature = "bench-allocations"))]
@@ -198,18 +199,15 @@ impl Setup {
                 (Some(builder.with_span_processor(processor).build()), Some(dropped))
             }
         };
-        let tracer = match &provider {
-            Some(provider) => BoxedTracer::new(Box::new(provider.tracer("persist-worker"))),
-            None => BoxedTracer::new(Box::new(NoopTracer::new())),
-        };
-        let db_tracer = match &provider {
-            Some(provider) => BoxedTracer::new(Box::new(provider.tracer("telemetry"))),
-            None => BoxedTracer::new(Box::new(NoopTracer::new())),
+        // As in a service: the SDK's tracer when there is a pipeline, else the global API's.
+        let tracer = |scope| match &provider {
+            Some(provider) => SpanTracer::Sdk(provider.tracer(scope)),
+            None => SpanTracer::Global(BoxedTracer::new(Box::new(NoopTracer::new()))),
         };
         Self {
             name,
-            messaging: Messaging::with_tracer(tracer, peer),
-            db: DbSpans::with_tracer(db_tracer, "chat", "postgres", 5432),
+            messaging: Messaging::with_tracer(tracer("persist-worker"), peer),
+            db: DbSpans::with_tracer(tracer("telemetry"), "chat", "postgres", 5432),
             sampled: !matches!(mode, Mode::Unsampled),
             provider,
             exporter,

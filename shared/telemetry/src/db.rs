@@ -6,11 +6,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use crate::messaging::{Traced, record_failure};
+use crate::tracer::SpanTracer;
 
 /// The spans of one database: its tracer and the attributes every statement shares.
 #[derive(Clone)]
@@ -19,7 +19,7 @@ pub struct DbSpans {
 }
 
 struct Inner {
-    tracer: BoxedTracer,
+    tracer: SpanTracer,
     shared: [KeyValue; 4],
 }
 
@@ -43,13 +43,15 @@ pub struct Statement {
 }
 
 impl DbSpans {
-    /// Spans of the global tracer for a PostgreSQL database `namespace` at `address:port`.
+    /// Spans of the pipeline [`crate::init`] built (or of the global tracer) for a
+    /// PostgreSQL database `namespace` at `address:port`.
     pub fn new(namespace: &str, address: &str, port: u16) -> Self {
-        Self::with_tracer(opentelemetry::global::tracer("telemetry"), namespace, address, port)
+        Self::with_tracer(SpanTracer::named("telemetry"), namespace, address, port)
     }
 
     /// Spans of `tracer` (benchmarks and tests bring their own provider).
-    pub fn with_tracer(tracer: BoxedTracer, namespace: &str, address: &str, port: u16) -> Self {
+    pub fn with_tracer(tracer: impl Into<SpanTracer>, namespace: &str, address: &str, port: u16) -> Self {
+        let tracer = tracer.into();
         let shared = |s: &str| Value::String(StringValue::from(Arc::<str>::from(s)));
         let shared = [
             KeyValue::new("db.system.name", "postgresql"),
@@ -62,13 +64,8 @@ impl DbSpans {
 
     /// A CLIENT span for `statement`, child of the current context.
     pub fn span(&self, statement: &Statement) -> Traced {
-        let tracer = &self.inner.tracer;
-        let parent = Context::current();
-        let span = tracer
-            .span_builder(Cow::Borrowed(statement.name))
-            .with_kind(SpanKind::Client)
-            .start_with_context(tracer, &parent);
-        let cx = parent.with_span(span);
+        let builder = SpanBuilder::from_name(Cow::Borrowed(statement.name)).with_kind(SpanKind::Client);
+        let cx = self.inner.tracer.start(builder, &Context::current());
         if cx.span().is_recording() {
             let mut attributes = Vec::with_capacity(8);
             attributes.extend(self.inner.shared.iter().cloned());

@@ -15,6 +15,7 @@
 //! - [`db`]: the database client spans.
 //! - [`policy`]: keeps tokens, passwords, JWTs, seeds and message bodies out of every
 //!   exported span, event and log record; [`Secret`](policy::Secret) for settings.
+//! - [`tracer`]: the tracer those spans start with (the SDK's own, boxed once).
 //! - [`nats`]: messages the NATS client could not read in full, and the connection's
 //!   events as a counter.
 //!
@@ -71,6 +72,7 @@ mod sdk_health;
 mod settings;
 mod setup;
 mod stdout;
+pub mod tracer;
 
 pub use settings::SettingsError;
 pub use setup::{InitError, LogLines, ServiceInfo, TelemetryGuard, init};

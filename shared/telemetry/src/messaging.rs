@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use opentelemetry::context::{FutureExt as _, WithContext};
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use crate::propagation::{extract_context, inject_context};
+use crate::tracer::SpanTracer;
 
 /// The message a span is about. Only the template goes into the span name.
 #[derive(Debug, Clone, Copy)]
@@ -271,7 +271,7 @@ pub struct Messaging {
 }
 
 struct MessagingInner {
-    tracer: BoxedTracer,
+    tracer: SpanTracer,
     server: [KeyValue; 2],
     /// Set once a span of a sampled parent (or a root) was recording: from then on such
     /// spans get their attributes in the builder. Never set for a no-op tracer, whose
@@ -295,13 +295,15 @@ struct Shape<'a> {
 }
 
 impl Messaging {
-    /// Spans of the global tracer provider (set by [`crate::init`]) for a client of `peer`.
+    /// Spans of the pipeline [`crate::init`] built (or of the global tracer provider) for a
+    /// client of `peer`.
     pub fn new(scope: &'static str, peer: &Peer) -> Self {
-        Self::with_tracer(opentelemetry::global::tracer(scope), peer)
+        Self::with_tracer(SpanTracer::named(scope), peer)
     }
 
     /// Spans of `tracer` (benchmarks and tests bring their own provider).
-    pub fn with_tracer(tracer: BoxedTracer, peer: &Peer) -> Self {
+    pub fn with_tracer(tracer: impl Into<SpanTracer>, peer: &Peer) -> Self {
+        let tracer = tracer.into();
         // Leaked once per service: a static value is copied into each span, where a shared
         // one would be counted up and down (an atomic each way, on the threads that start
         // and end spans).
@@ -323,15 +325,14 @@ impl Messaging {
     fn start(&self, shape: &Shape<'_>, msg: &MessageRef<'_>, parent: &Context) -> Traced {
         let tracer = &self.inner.tracer;
         let name = SPAN_NAMES.get(shape.operation, msg.template);
-        let builder = tracer.span_builder(Cow::Borrowed(name)).with_kind(shape.kind.clone());
+        let builder = SpanBuilder::from_name(Cow::Borrowed(name)).with_kind(shape.kind.clone());
         let parent_span = parent.span();
         let parent_context = parent_span.span_context();
         let likely = !parent_context.is_valid() || parent_context.is_sampled();
         if likely && self.inner.records_sampled.load(Ordering::Relaxed) {
-            let span = builder.with_attributes(self.attributes(shape, msg)).start_with_context(tracer, parent);
-            return Traced { cx: parent.with_span(span) };
+            return Traced { cx: tracer.start(builder.with_attributes(self.attributes(shape, msg)), parent) };
         }
-        let cx = parent.with_span(builder.start_with_context(tracer, parent));
+        let cx = tracer.start(builder, parent);
         if cx.span().is_recording() {
             cx.span().set_attributes(self.attributes(shape, msg));
             if likely {
@@ -422,11 +423,8 @@ impl Messaging {
 
     /// INTERNAL span `name` (a step of the work), child of the current context.
     pub fn internal(&self, name: &'static str) -> Traced {
-        let tracer = &self.inner.tracer;
-        let parent = Context::current();
-        let span =
-            tracer.span_builder(Cow::Borrowed(name)).with_kind(SpanKind::Internal).start_with_context(tracer, &parent);
-        Traced { cx: parent.with_span(span) }
+        let builder = SpanBuilder::from_name(Cow::Borrowed(name)).with_kind(SpanKind::Internal);
+        Traced { cx: self.inner.tracer.start(builder, &Context::current()) }
     }
 
     /// The settlement of a delivery processed in `span` as a CLIENT span `ack <template>`
@@ -502,10 +500,7 @@ mod tests {
         opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
         let exporter = InMemorySpanExporter::default();
         let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-        let spans = Messaging::with_tracer(
-            BoxedTracer::new(Box::new(provider.tracer("test"))),
-            &Peer::from_url("nats://n:4222"),
-        );
+        let spans = Messaging::with_tracer(provider.tracer("test"), &Peer::from_url("nats://n:4222"));
         let headers = |flags: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(

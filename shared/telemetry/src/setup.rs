@@ -205,6 +205,7 @@ pub fn init(service: ServiceInfo) -> Result<TelemetryGuard, InitError> {
         };
         layers.push(Gate::new(bridge, allow).boxed());
         global::set_tracer_provider(providers.tracer.clone());
+        crate::tracer::install(&providers.tracer);
         if service.process_metrics {
             process_metrics::register();
         }
