@@ -4,16 +4,17 @@
 //! cloning the batch's spans. Same message as `opentelemetry-proto`'s
 //! `group_spans_by_resource_and_scope` + `prost::Message::encode` (the tests decode both
 //! and compare); the exact size reserved once per batch (after the gRPC frame header, for
-//! the gRPC exporter: `encode_into`). The writers are generic over `BufMut`, as prost's are.
+//! the gRPC exporter: `encode_into`).
 //!
 //! Wire format: each nested message is written as its field key, its length and its
-//! fields, so its length is needed before its fields. The small ones (attributes and
-//! their values, events, links, status) are measured by `*_len` functions right before
-//! their header. A span's length would take a pass over all its attributes, so each span
-//! is written first, without its header, into a buffer kept per thread, then copied
-//! behind its header into [`EncodedSpans`] (one copy of warm memory, cheaper than
-//! measuring every attribute twice). A request is the resource and those spans, scope by
-//! scope: [`TraceRequestEncoder::encode_spans_into`].
+//! fields, so its length is needed before its fields. Attributes and their values are
+//! measured by `*_len` functions right before their header; a span's leading attributes
+//! that repeat span after span are written from a held encoding ([`runs`]). A span is
+//! written without its header into a buffer kept per thread, then copied behind its header
+//! into [`EncodedSpans`] (one copy of warm memory, cheaper than measuring every attribute
+//! twice); its events, links and status are written in place, each behind a byte kept for
+//! its length and filled in after (`write_nested`). A request is the resource and those
+//! spans, scope by scope: [`TraceRequestEncoder::encode_spans_into`].
 //!
 //! The gRPC exporter's batch processor (`otlp::batch`) encodes each span as it ends, on
 //! the thread that ends it, and sends batches of [`EncodedSpans`]; the NATS exporter
@@ -29,6 +30,10 @@ use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
+
+mod runs;
+
+use runs::write_attributes;
 
 /// `SpanFlags`: the W3C trace flags in the low byte, then "the context knows whether the
 /// parent is remote" and "the parent is remote" (OTLP trace.proto).
@@ -69,7 +74,7 @@ pub(crate) fn with_span_message<R>(span: &SpanData, f: impl FnOnce(&[u8]) -> R) 
             return f(&own);
         };
         body.clear();
-        write_span(span, &mut *body);
+        write_span(span, &mut body);
         let result = f(&body);
         if body.capacity() > KEPT_BODY_CAPACITY {
             *body = Vec::new();
@@ -367,9 +372,6 @@ mod field {
 /// `Status.code`: `STATUS_CODE_OK`, `STATUS_CODE_ERROR` (unset is 0, not written).
 const STATUS_OK: u64 = 1;
 const STATUS_ERROR: u64 = 2;
-/// The `flags` fields are fixed32: a key and 4 bytes.
-const FIXED32_LEN: usize = 4;
-
 // --- lengths of the small nested messages ------------------------------------------------
 
 fn message_field_len(tag: u32, len: usize) -> usize {
@@ -380,18 +382,8 @@ fn string_field_len(tag: u32, s: &str) -> usize {
     if s.is_empty() { 0 } else { message_field_len(tag, s.len()) }
 }
 
-fn varint_field_len(tag: u32, v: u64) -> usize {
-    if v == 0 { 0 } else { key_len(tag) + encoded_len_varint(v) }
-}
-
-/// A timestamp's field: written unless it is the epoch or before (`nanos` is then 0),
-/// measured without converting it.
-fn time_field_len(tag: u32, t: SystemTime) -> usize {
-    if t > UNIX_EPOCH { key_len(tag) + 8 } else { 0 }
-}
-
-fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
-    attributes.iter().map(|kv| message_field_len(tag, key_value_len(kv.key.as_str(), any_value_len(&kv.value)))).sum()
+fn attributes_len<'a>(tag: u32, attributes: impl Iterator<Item = &'a KeyValue>) -> usize {
+    attributes.map(|kv| message_field_len(tag, key_value_len(kv.key.as_str(), any_value_len(&kv.value)))).sum()
 }
 
 /// A `KeyValue` whose `AnyValue` is `value_len` long.
@@ -430,48 +422,14 @@ fn string_value_len(s: &StringValue) -> usize {
 
 fn scope_len(scope: &InstrumentationScope) -> usize {
     use field::scope::{ATTRIBUTES, NAME, VERSION};
-    let attributes: usize = scope
-        .attributes()
-        .map(|kv| message_field_len(ATTRIBUTES, key_value_len(kv.key.as_str(), any_value_len(&kv.value))))
-        .sum();
-    string_field_len(NAME, scope.name()) + string_field_len(VERSION, scope.version().unwrap_or_default()) + attributes
-}
-
-/// `trace_id` and `span_id` (16 and 8 bytes), the same field numbers in a span and a link.
-fn ids_len() -> usize {
-    message_field_len(field::span::TRACE_ID, 16) + message_field_len(field::span::SPAN_ID, 8)
+    string_field_len(NAME, scope.name())
+        + string_field_len(VERSION, scope.version().unwrap_or_default())
+        + attributes_len(ATTRIBUTES, scope.attributes())
 }
 
 /// The W3C `tracestate` header (built only when there is one).
 fn trace_state(cx: &SpanContext) -> Cow<'static, str> {
     if *cx.trace_state() == TraceState::NONE { Cow::Borrowed("") } else { Cow::Owned(cx.trace_state().header()) }
-}
-
-fn event_len(event: &Event) -> usize {
-    use field::event::*;
-    time_field_len(TIME_UNIX_NANO, event.timestamp)
-        + string_field_len(NAME, &event.name)
-        + attributes_len(ATTRIBUTES, &event.attributes)
-        + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(event.dropped_attributes_count))
-}
-
-fn link_len(link: &Link) -> usize {
-    use field::link::*;
-    ids_len()
-        + string_field_len(TRACE_STATE, &trace_state(&link.span_context))
-        + attributes_len(ATTRIBUTES, &link.attributes)
-        + varint_field_len(DROPPED_ATTRIBUTES_COUNT, u64::from(link.dropped_attributes_count))
-        + key_len(FLAGS)
-        + FIXED32_LEN
-}
-
-fn status_len(status: &Status) -> usize {
-    use field::status::{CODE, MESSAGE};
-    match status {
-        Status::Unset => 0,
-        Status::Ok => varint_field_len(CODE, STATUS_OK),
-        Status::Error { description } => string_field_len(MESSAGE, description) + varint_field_len(CODE, STATUS_ERROR),
-    }
 }
 
 // --- values --------------------------------------------------------------------------
@@ -549,12 +507,6 @@ fn write_fixed64<B: BufMut>(tag: u32, v: u64, buf: &mut B) {
 fn write_fixed32<B: BufMut>(tag: u32, v: u32, buf: &mut B) {
     put_key(tag, WireType::ThirtyTwoBit, buf);
     buf.put_slice(&v.to_le_bytes());
-}
-
-fn write_attributes<B: BufMut>(tag: u32, attributes: &[KeyValue], buf: &mut B) {
-    for kv in attributes {
-        write_key_value(tag, kv.key.as_str(), &kv.value, buf);
-    }
 }
 
 fn write_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, buf: &mut B) {
@@ -651,8 +603,25 @@ fn write_ids<B: BufMut>(cx: &SpanContext, buf: &mut B) {
     write_bytes(field::span::SPAN_ID, &cx.span_id().to_bytes(), buf);
 }
 
+/// Field `tag`, a message that `write` writes: its length written after it, in the byte
+/// kept for it (the bytes moved up when it needs more: a message of 128 bytes or more).
+fn write_nested(tag: u32, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    put_key(tag, WireType::LengthDelimited, buf);
+    let at = buf.len();
+    buf.push(0);
+    write(buf);
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
+    } else {
+        let mut varint = Vec::with_capacity(10);
+        encode_varint(len as u64, &mut varint);
+        buf.splice(at..=at, varint);
+    }
+}
+
 /// A span's fields (its message without the field header).
-fn write_span<B: BufMut>(span: &SpanData, buf: &mut B) {
+fn write_span(span: &SpanData, buf: &mut Vec<u8>) {
     use field::span::*;
     write_ids(&span.span_context, buf);
     write_string(TRACE_STATE, &trace_state(&span.span_context), buf);
@@ -666,21 +635,18 @@ fn write_span<B: BufMut>(span: &SpanData, buf: &mut B) {
     write_attributes(ATTRIBUTES, &span.attributes, buf);
     write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(span.dropped_attributes_count), buf);
     for event in span.events.iter() {
-        write_message_header(EVENTS, event_len(event), buf);
-        write_event(event, buf);
+        write_nested(EVENTS, buf, |buf| write_event(event, buf));
     }
     write_varint(DROPPED_EVENTS_COUNT, u64::from(span.events.dropped_count), buf);
     for link in span.links.iter() {
-        write_message_header(LINKS, link_len(link), buf);
-        write_link(link, buf);
+        write_nested(LINKS, buf, |buf| write_link(link, buf));
     }
     write_varint(DROPPED_LINKS_COUNT, u64::from(span.links.dropped_count), buf);
-    write_message_header(STATUS, status_len(&span.status), buf);
-    write_status(&span.status, buf);
+    write_nested(STATUS, buf, |buf| write_status(&span.status, buf));
     write_fixed32(FLAGS, flags(&span.span_context, span.parent_span_is_remote), buf);
 }
 
-fn write_event<B: BufMut>(event: &Event, buf: &mut B) {
+fn write_event(event: &Event, buf: &mut Vec<u8>) {
     use field::event::*;
     write_fixed64(TIME_UNIX_NANO, nanos(event.timestamp), buf);
     write_string(NAME, &event.name, buf);
@@ -688,7 +654,7 @@ fn write_event<B: BufMut>(event: &Event, buf: &mut B) {
     write_varint(DROPPED_ATTRIBUTES_COUNT, u64::from(event.dropped_attributes_count), buf);
 }
 
-fn write_link<B: BufMut>(link: &Link, buf: &mut B) {
+fn write_link(link: &Link, buf: &mut Vec<u8>) {
     use field::link::*;
     write_ids(&link.span_context, buf);
     write_string(TRACE_STATE, &trace_state(&link.span_context), buf);
@@ -697,7 +663,7 @@ fn write_link<B: BufMut>(link: &Link, buf: &mut B) {
     write_fixed32(FLAGS, flags(&link.span_context, link.span_context.is_remote()), buf);
 }
 
-fn write_status<B: BufMut>(status: &Status, buf: &mut B) {
+fn write_status(status: &Status, buf: &mut Vec<u8>) {
     use field::status::{CODE, MESSAGE};
     match status {
         Status::Unset => {}
@@ -774,6 +740,8 @@ mod tests {
         ]);
         process.add_event("ack", vec![KeyValue::new("messaging.operation.type", "settle")]);
         process.add_event("no attributes", vec![]);
+        // Events, links and a status of 128 bytes and more (their lengths take two bytes).
+        process.add_event("exception", vec![KeyValue::new("exception.message", "e".repeat(200))]);
         process.set_status(Status::error("boom: the insert failed"));
         let cx = parent.with_span(process);
         let mut insert =
@@ -790,6 +758,9 @@ mod tests {
         limited.events.dropped_count = 4;
         limited.links.dropped_count = 5;
         limited.span_kind = SpanKind::Server;
+        limited.status = Status::error("z".repeat(150));
+        let linked = spans[1].span_context.clone();
+        limited.links.links.push(Link::new(linked, vec![KeyValue::new("link.note", "n".repeat(140))], 0));
         spans.push(limited);
         let mut internal = spans[0].clone();
         internal.span_kind = SpanKind::Internal;
