@@ -65,6 +65,7 @@ pub(super) async fn report(triples: usize) {
         stop.store(true, Ordering::Relaxed);
         let samples = sampler.join().expect("CPU sampler");
         let switches: Vec<f64> = workers.iter().map(|w| context_switches(w.process.pid()) / backlog as f64).collect();
+        let kernel: Vec<f64> = workers.iter().map(|w| kernel_share(w.process.pid())).collect();
         let mut timelines = Vec::new();
         for p in &prepared {
             timelines.push(commits(&p.stack.db.url).await);
@@ -84,13 +85,14 @@ pub(super) async fn report(triples: usize) {
             };
             println!(
                 "  tracing {:3}  {:8.0} msg/s   worker CPU {:6.2} µs/msg (span batch thread {:4.2})   rows in window {:.0}   \
-                 context switches {:.3}/msg{dropped}",
+                 context switches {:.3}/msg   in the kernel {:.0} %{dropped}",
                 MODES[i].label(),
                 w.per_second,
                 w.cpu_us_per_message,
                 w.batch_thread_us_per_message,
                 w.rows,
-                switches[i]
+                switches[i],
+                kernel[i] * 100.0
             );
         }
         for (traced, ratios) in windows[1..].iter().zip(ratios.iter_mut()) {
@@ -164,4 +166,22 @@ fn context_switches(pid: u32) -> f64 {
         }
     }
     total
+}
+
+/// The share of `pid`'s CPU so far spent in the kernel (system calls, the loopback's
+/// network stack), from `/proc/<pid>/stat` (in clock ticks: the whole run, not the window).
+fn kernel_share(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name: state is field 3, utime 14 and stime 15.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    match (fields.get(11), fields.get(12)) {
+        (Some(user), Some(system)) if user + system > 0.0 => system / (user + system),
+        _ => 0.0,
+    }
 }
