@@ -63,13 +63,19 @@ pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
         let seconds = schedstat.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()).unwrap_or_default() / 1e9;
-        if comm.starts_with("OpenTelemetry.T") || comm.trim_end() == "otlp-span-batch" {
+        if is_span_batch_thread(&comm) {
             split.0 += seconds;
         } else {
             split.1 += seconds;
         }
     }
     split
+}
+
+/// Whether a thread of this name (`/proc/.../comm`) is a span batch processor's: the
+/// SDK's or the crate's gRPC exporter's.
+pub fn is_span_batch_thread(comm: &str) -> bool {
+    comm.starts_with("OpenTelemetry.T") || comm.trim_end() == "otlp-span-batch"
 }
 
 /// A free TCP port for a server a test starts: chosen at random **below the kernel's

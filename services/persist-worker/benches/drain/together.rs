@@ -9,8 +9,10 @@
 //! of their first commits to the first of their last ones. In it, per worker: rows
 //! committed per second (between its first and last batch in the window, by the rows'
 //! `persisted_at`) and CPU per message (its threads' CPU, sampled every 5 ms from /proc
-//! and read at those two batches' times). Three workers and their servers share the two
-//! cores, so the rates are lower than in a drain alone; the ratios are what compare.
+//! and read at those two batches' times). Over the whole run, per worker: context switches
+//! per message and the kernel's share of its CPU (all threads, and the span batch thread:
+//! the export's system calls). Three workers and their servers share the two cores, so the
+//! rates are lower than in a drain alone; the ratios are what compare.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +67,7 @@ pub(super) async fn report(triples: usize) {
         stop.store(true, Ordering::Relaxed);
         let samples = sampler.join().expect("CPU sampler");
         let switches: Vec<f64> = workers.iter().map(|w| context_switches(w.process.pid()) / backlog as f64).collect();
-        let kernel: Vec<f64> = workers.iter().map(|w| kernel_share(w.process.pid())).collect();
+        let kernel: Vec<(f64, f64)> = workers.iter().map(|w| kernel_shares(w.process.pid())).collect();
         let mut timelines = Vec::new();
         for p in &prepared {
             timelines.push(commits(&p.stack.db.url).await);
@@ -85,14 +87,15 @@ pub(super) async fn report(triples: usize) {
             };
             println!(
                 "  tracing {:3}  {:8.0} msg/s   worker CPU {:6.2} µs/msg (span batch thread {:4.2})   rows in window {:.0}   \
-                 context switches {:.3}/msg   in the kernel {:.0} %{dropped}",
+                 context switches {:.3}/msg   in the kernel {:.0} % (span batch thread {:.0} %){dropped}",
                 MODES[i].label(),
                 w.per_second,
                 w.cpu_us_per_message,
                 w.batch_thread_us_per_message,
                 w.rows,
                 switches[i],
-                kernel[i] * 100.0
+                kernel[i].0 * 100.0,
+                kernel[i].1 * 100.0
             );
         }
         for (traced, ratios) in windows[1..].iter().zip(ratios.iter_mut()) {
@@ -168,20 +171,23 @@ fn context_switches(pid: u32) -> f64 {
     total
 }
 
-/// The share of `pid`'s CPU so far spent in the kernel (system calls, the loopback's
-/// network stack), from `/proc/<pid>/stat` (in clock ticks: the whole run, not the window).
-fn kernel_share(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name: state is field 3, utime 14 and stime 15.
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    match (fields.get(11), fields.get(12)) {
-        (Some(user), Some(system)) if user + system > 0.0 => system / (user + system),
-        _ => 0.0,
+/// The shares of `pid`'s CPU so far spent in the kernel (system calls, the loopback's
+/// network stack): all its threads', and its span batch thread's (which sends the
+/// export), from `/proc/<pid>/task/*/stat` (in clock ticks: the whole run, not the window).
+fn kernel_shares(pid: u32) -> (f64, f64) {
+    let (mut all, mut batch) = ((0.0, 0.0), (0.0, 0.0));
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        // The fields after the command name: state is field 3, utime 14 and stime 15.
+        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+        let (Some(user), Some(system)) = (fields.get(11), fields.get(12)) else { continue };
+        all = (all.0 + user, all.1 + system);
+        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        if test_harness::is_span_batch_thread(comm) {
+            batch = (batch.0 + user, batch.1 + system);
+        }
     }
+    let share = |(user, system): (f64, f64)| if user + system > 0.0 { system / (user + system) } else { 0.0 };
+    (share(all), share(batch))
 }
