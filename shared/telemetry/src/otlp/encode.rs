@@ -372,7 +372,8 @@ mod field {
 /// `Status.code`: `STATUS_CODE_OK`, `STATUS_CODE_ERROR` (unset is 0, not written).
 const STATUS_OK: u64 = 1;
 const STATUS_ERROR: u64 = 2;
-// --- lengths of the small nested messages ------------------------------------------------
+
+// --- lengths of attributes, their values and the scope -----------------------------------
 
 fn message_field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -434,8 +435,8 @@ fn trace_state(cx: &SpanContext) -> Cow<'static, str> {
 
 // --- values --------------------------------------------------------------------------
 
-/// Nanoseconds since the epoch: 0 for the epoch and before, never 0 after it (saturating
-/// past the year 2554), as `time_field_len` assumes.
+/// Nanoseconds since the epoch: 0 (a field not written) for the epoch and before,
+/// saturating past the year 2554.
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
