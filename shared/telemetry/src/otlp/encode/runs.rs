@@ -8,7 +8,10 @@
 //! memory of a held run's (key and text value; a number or a flag by value) are written as
 //! that run's bytes, the rest one by one. As in `policy::KeyVerdicts`, the same memory
 //! means the same text because the held clones keep that memory alive: an owned text
-//! (whose clone is a copy elsewhere) is never held, and ends a run.
+//! (whose clone is a copy elsewhere) is never held, and ends a run. Finding that out takes
+//! that clone: a list that starts with an owned text (an `exception` event) costs one copy
+//! of it. Measured (`scripts/per-message-instructions.sh spans+grpc`, 2026-12-04): 7,524 ->
+//! 6,716 instructions per traced message over untraced (16 key-values encoded -> 7).
 
 use std::cell::RefCell;
 
