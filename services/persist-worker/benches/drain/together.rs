@@ -9,10 +9,11 @@
 //! of their first commits to the first of their last ones. In it, per worker: rows
 //! committed per second (between its first and last batch in the window, by the rows'
 //! `persisted_at`) and CPU per message (its threads' CPU, sampled every 5 ms from /proc
-//! and read at those two batches' times). Over the whole run, per worker: context switches
-//! per message and the kernel's share of its CPU (all threads, and the span batch thread:
-//! the export's system calls). Three workers and their servers share the two cores, so the
-//! rates are lower than in a drain alone; the ratios are what compare.
+//! and read at those two batches' times). Over the whole run, per worker: context
+//! switches and page faults per message and the kernel's share of its CPU (all threads,
+//! and the span batch thread: the export's system calls). Three workers and their servers
+//! share the two cores, so the rates are lower than in a drain alone; the ratios are what
+//! compare.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,7 @@ pub(super) async fn report(triples: usize) {
         let samples = sampler.join().expect("CPU sampler");
         let switches: Vec<f64> = workers.iter().map(|w| context_switches(w.process.pid()) / backlog as f64).collect();
         let kernel: Vec<(f64, f64)> = workers.iter().map(|w| kernel_shares(w.process.pid())).collect();
+        let faults: Vec<f64> = workers.iter().map(|w| page_faults(w.process.pid()) / backlog as f64).collect();
         let mut timelines = Vec::new();
         for p in &prepared {
             timelines.push(commits(&p.stack.db.url).await);
@@ -87,13 +89,14 @@ pub(super) async fn report(triples: usize) {
             };
             println!(
                 "  tracing {:3}  {:8.0} msg/s   worker CPU {:6.2} µs/msg (span batch thread {:4.2})   rows in window {:.0}   \
-                 context switches {:.3}/msg   in the kernel {:.0} % (span batch thread {:.0} %){dropped}",
+                 context switches {:.3}/msg   page faults {:.3}/msg   in the kernel {:.0} % (span batch thread {:.0} %){dropped}",
                 MODES[i].label(),
                 w.per_second,
                 w.cpu_us_per_message,
                 w.batch_thread_us_per_message,
                 w.rows,
                 switches[i],
+                faults[i],
                 kernel[i].0 * 100.0,
                 kernel[i].1 * 100.0
             );
@@ -190,4 +193,12 @@ fn kernel_shares(pid: u32) -> (f64, f64) {
     }
     let share = |(user, system): (f64, f64)| if user + system > 0.0 { system / (user + system) } else { 0.0 };
     (share(all), share(batch))
+}
+
+/// Page faults of `pid` so far that needed no disk (first touches of fresh memory), from
+/// field 10 of `/proc/<pid>/stat`.
+fn page_faults(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    rest.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or_default()
 }
