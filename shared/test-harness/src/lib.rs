@@ -73,7 +73,8 @@ pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
 }
 
 /// Whether a thread of this name (`/proc/.../comm`) is a span batch processor's: the
-/// SDK's or the crate's gRPC exporter's.
+/// SDK's or the telemetry crate's gRPC exporter's (its `otlp::batch::THREAD_NAME`; the
+/// harness does not depend on that crate).
 pub fn is_span_batch_thread(comm: &str) -> bool {
     comm.starts_with("OpenTelemetry.T") || comm.trim_end() == "otlp-span-batch"
 }

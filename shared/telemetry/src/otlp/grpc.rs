@@ -191,7 +191,7 @@ impl DirectGrpcSpanExporter {
     /// the request's body as they are (`Chunks`).
     pub(crate) fn export_encoded(&self, spans: EncodedSpans) -> OTelSdkResult {
         let items = spans.len();
-        let (chunks, _) = self.encoder.encode_spans_chunks(spans, |len| frame_header(len).to_vec());
+        let chunks = self.encoder.encode_spans_chunks(spans, |len| frame_header(len).to_vec());
         self.send_counted(items, Chunks::new(chunks))
     }
 
@@ -294,7 +294,7 @@ mod tests {
         let (resource, spans) = batch("grpc-exporter-test");
         let encoder = TraceRequestEncoder::new(&resource);
         let encoded = encoder.encode(&spans);
-        let (chunks, _) = encoder.encode_spans_chunks(EncodedSpans::of(&spans), |len| frame_header(len).to_vec());
+        let chunks = encoder.encode_spans_chunks(EncodedSpans::of(&spans), |len| frame_header(len).to_vec());
         let body = Chunks::new(chunks);
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(5 + encoded.len() as u64));
         let frame: Vec<u8> = body.chunks.iter().flat_map(|chunk| chunk.iter().copied()).collect();
