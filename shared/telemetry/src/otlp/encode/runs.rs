@@ -87,7 +87,8 @@ impl Runs {
     /// run has the first, or the best one differs from them (another kind of span: a
     /// publish where the run is a process span's) at an attribute that can be held; a
     /// run is never held past an owned text, so values that vary per span (the subject,
-    /// the sizes) go after one.
+    /// the sizes) go after one. A number that varies inside a run (a `nak` event's delay)
+    /// holds a new run each time, in place of the oldest.
     fn write_run<B: BufMut>(&mut self, tag: u32, attributes: &[KeyValue], buf: &mut B) -> usize {
         // The first run that has them all wins at once (the usual case: one run per kind
         // of span, and few kinds); otherwise the longest match.
