@@ -67,9 +67,7 @@ pub(super) async fn report(triples: usize) {
         }
         stop.store(true, Ordering::Relaxed);
         let samples = sampler.join().expect("CPU sampler");
-        let switches: Vec<f64> = workers.iter().map(|w| context_switches(w.process.pid()) / backlog as f64).collect();
-        let kernel: Vec<(f64, f64)> = workers.iter().map(|w| kernel_shares(w.process.pid())).collect();
-        let faults: Vec<f64> = workers.iter().map(|w| page_faults(w.process.pid()) / backlog as f64).collect();
+        let counts: Vec<Counts> = workers.iter().map(|w| Counts::read(w.process.pid())).collect();
         let mut timelines = Vec::new();
         for p in &prepared {
             timelines.push(commits(&p.stack.db.url).await);
@@ -95,10 +93,10 @@ pub(super) async fn report(triples: usize) {
                 w.cpu_us_per_message,
                 w.batch_thread_us_per_message,
                 w.rows,
-                switches[i],
-                faults[i],
-                kernel[i].0 * 100.0,
-                kernel[i].1 * 100.0
+                counts[i].switches / backlog as f64,
+                counts[i].faults / backlog as f64,
+                counts[i].kernel * 100.0,
+                counts[i].batch_thread_kernel * 100.0
             );
         }
         for (traced, ratios) in windows[1..].iter().zip(ratios.iter_mut()) {
@@ -162,43 +160,43 @@ fn cpu_at(samples: &CpuSamples, index: usize, t: f64) -> (f64, f64) {
     (b0 + (b1 - b0) * share, o0 + (o1 - o0) * share)
 }
 
-/// Context switches of every thread of `pid` so far, voluntary (waits) and not (preempted).
-fn context_switches(pid: u32) -> f64 {
-    let mut total = 0.0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-        for line in status.lines().filter(|l| l.contains("ctxt_switches:")) {
-            total += line.split_whitespace().nth(1).and_then(|n| n.parse::<f64>().ok()).unwrap_or_default();
-        }
-    }
-    total
+/// What a worker's threads did over the whole run, read once from
+/// `/proc/<pid>/task/*/{status,stat}` after its drain.
+struct Counts {
+    /// Context switches, voluntary (waits) and not (preempted).
+    switches: f64,
+    /// Page faults that needed no disk (first touches of fresh memory).
+    faults: f64,
+    /// The share of the CPU spent in the kernel (system calls, the loopback's network
+    /// stack), in clock ticks: all threads', and the span batch thread's (which sends the
+    /// export).
+    kernel: f64,
+    batch_thread_kernel: f64,
 }
 
-/// The shares of `pid`'s CPU so far spent in the kernel (system calls, the loopback's
-/// network stack): all its threads', and its span batch thread's (which sends the
-/// export), from `/proc/<pid>/task/*/stat` (in clock ticks: the whole run, not the window).
-fn kernel_shares(pid: u32) -> (f64, f64) {
-    let (mut all, mut batch) = ((0.0, 0.0), (0.0, 0.0));
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        // The fields after the command name: state is field 3, utime 14 and stime 15.
-        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-        let (Some(user), Some(system)) = (fields.get(11), fields.get(12)) else { continue };
-        all = (all.0 + user, all.1 + system);
-        let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
-        if test_harness::is_span_batch_thread(comm) {
-            batch = (batch.0 + user, batch.1 + system);
+impl Counts {
+    fn read(pid: u32) -> Self {
+        let (mut switches, mut faults) = (0.0, 0.0);
+        let (mut all, mut batch) = ((0.0, 0.0), (0.0, 0.0));
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines().filter(|l| l.contains("ctxt_switches:")) {
+                switches += line.split_whitespace().nth(1).and_then(|n| n.parse::<f64>().ok()).unwrap_or_default();
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+            // The fields after the command name: state is field 3, minflt 10, utime 14
+            // and stime 15.
+            let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+            let [Some(minflt), Some(user), Some(system)] = [7, 11, 12].map(|i| fields.get(i)) else { continue };
+            faults += minflt;
+            all = (all.0 + user, all.1 + system);
+            let comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+            if test_harness::is_span_batch_thread(comm) {
+                batch = (batch.0 + user, batch.1 + system);
+            }
         }
+        let share = |(user, system): (f64, f64)| if user + system > 0.0 { system / (user + system) } else { 0.0 };
+        Self { switches, faults, kernel: share(all), batch_thread_kernel: share(batch) }
     }
-    let share = |(user, system): (f64, f64)| if user + system > 0.0 { system / (user + system) } else { 0.0 };
-    (share(all), share(batch))
-}
-
-/// Page faults of `pid` so far that needed no disk (first touches of fresh memory), from
-/// field 10 of `/proc/<pid>/stat`.
-fn page_faults(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    rest.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or_default()
 }
