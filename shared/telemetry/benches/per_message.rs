@@ -11,6 +11,9 @@
 //! - `off`: the no-op tracer (what `OTEL_SDK_DISABLED=true` leaves);
 //! - `unsampled`: the SDK with `parentbased_traceidratio` 0.1 and a producer that was not
 //!   sampled (`-00`): what 90 % of the messages cost under 10 % head sampling;
+//! - `ended`: the SDK, every span recorded, and dropped as it ends by a span processor
+//!   that does nothing else: what the SDK's spans cost before any processing or export
+//!   (the floor under every setup below);
 //! - `spans`: the SDK, every span recorded, the span processor of the services' other
 //!   exporters (`telemetry::bench::span_processor`: start counter, redaction, the SDK's
 //!   batch processor), an exporter that drops the batches;
@@ -152,6 +155,8 @@ struct Setup {
     exporter: CountingExporter,
     /// Spans the gRPC setup's full queue dropped (its exporter is not a `CountingExporter`).
     grpc_dropped: Option<Arc<AtomicUsize>>,
+    /// Whether spans reach an exporter (not in `ended`).
+    exports: bool,
     wall: Vec<f64>,
     /// Per round: CPU µs per message of the batch thread and of every other thread.
     split: Vec<(f64, f64)>,
@@ -163,6 +168,8 @@ struct Setup {
 enum Mode {
     Off,
     Unsampled,
+    /// Spans dropped as they end ([`DropAtEnd`]).
+    Ended,
     Spans(Encoding),
     /// Spans sent by the crate's gRPC exporter.
     Grpc(Box<DirectGrpcSpanExporter>),
@@ -172,7 +179,7 @@ impl Setup {
     fn new(name: &'static str, mode: &Mode, peer: &Peer) -> Self {
         let exporter = match mode {
             Mode::Spans(encoding) => CountingExporter { encoding: *encoding, ..CountingExporter::default() },
-            Mode::Off | Mode::Unsampled | Mode::Grpc(_) => CountingExporter::default(),
+            Mode::Off | Mode::Unsampled | Mode::Ended | Mode::Grpc(_) => CountingExporter::default(),
         };
         // A queue that holds what is made between two flushes: nothing is dropped (dropped
         // spans cost nothing and would flatter the figures).
@@ -194,6 +201,10 @@ impl Setup {
                 let processor = telemetry::bench::span_processor(exporter.clone(), config);
                 (Some(builder.with_span_processor(processor).build()), None)
             }
+            Mode::Ended => {
+                let processor = DropAtEnd(Arc::clone(&exporter.spans));
+                (Some(builder.with_span_processor(processor).build()), None)
+            }
             Mode::Grpc(grpc) => {
                 let (processor, dropped) = telemetry::bench::grpc_span_processor((**grpc).clone(), batch);
                 (Some(builder.with_span_processor(processor).build()), Some(dropped))
@@ -212,6 +223,7 @@ impl Setup {
             provider,
             exporter,
             grpc_dropped,
+            exports: !matches!(mode, Mode::Ended),
             wall: Vec::new(),
             split: Vec::new(),
             allocations: Vec::new(),
@@ -254,6 +266,26 @@ impl Setup {
         if let (Some(before), Some(after)) = (allocations_before, allocations()) {
             self.allocations.push((after - before) as f64 / messages_per_round() as f64);
         }
+    }
+}
+
+/// The `ended` setup's span processor: counts each span as it ends and drops it there.
+#[derive(Debug)]
+struct DropAtEnd(Arc<AtomicU64>);
+
+impl opentelemetry_sdk::trace::SpanProcessor for DropAtEnd {
+    fn on_start(&self, _span: &mut opentelemetry_sdk::trace::Span, _cx: &opentelemetry::Context) {}
+
+    fn on_end(&self, _span: SpanData) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
     }
 }
 
@@ -373,6 +405,7 @@ fn main() {
     for (name, mode) in [
         ("off", Mode::Off),
         ("unsampled", Mode::Unsampled),
+        ("ended", Mode::Ended),
         ("spans", Mode::Spans(Encoding::None)),
         ("spans+otlp", Mode::Spans(Encoding::Direct)),
         ("spans+proto", Mode::Spans(Encoding::Official)),
@@ -425,6 +458,7 @@ fn main() {
         };
         let detail = match &setup.provider {
             None => String::new(),
+            Some(_) if !setup.exports => format!("   spans ended {exported} (none exported)"),
             Some(_) => format!(
                 "   spans exported {exported}, dropped {}{}",
                 created.saturating_sub(exported),
