@@ -56,20 +56,48 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// `OpenTelemetry.Traces.BatchProcessor` (other exporters), whose name Linux keeps as
 /// `OpenTelemetry.T` (15 bytes).
 /// The worker's drain bench and the telemetry crate's per_message bench split their CPU
-/// with it.
+/// with it; [`ThreadCpu`] reads it again and again.
 pub fn thread_cpu_seconds(pid: u32) -> (f64, f64) {
-    let mut split = (0.0, 0.0);
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        let seconds = schedstat.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()).unwrap_or_default() / 1e9;
-        if is_span_batch_thread(&comm) {
-            split.0 += seconds;
-        } else {
-            split.1 += seconds;
-        }
+    ThreadCpu::new(pid).read()
+}
+
+/// [`thread_cpu_seconds`] of one process, read again and again (a sampler every few
+/// milliseconds): each thread's name is read once, the first time it is seen, so a
+/// reading opens one file per thread, not two. The services name their threads as they
+/// start them, before a bench samples them.
+#[derive(Debug)]
+pub struct ThreadCpu {
+    pid: u32,
+    /// Per thread id: whether it is a span batch thread.
+    batch_threads: std::collections::HashMap<String, bool>,
+}
+
+impl ThreadCpu {
+    /// A reader of `pid`'s threads.
+    pub fn new(pid: u32) -> Self {
+        Self { pid, batch_threads: std::collections::HashMap::new() }
     }
-    split
+
+    /// (the span batch thread, every other thread), CPU seconds so far.
+    pub fn read(&mut self) -> (f64, f64) {
+        let mut split = (0.0, 0.0);
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid)).into_iter().flatten().flatten() {
+            let path = task.path();
+            let tid = task.file_name().to_string_lossy().into_owned();
+            let batch = *self.batch_threads.entry(tid).or_insert_with(|| {
+                is_span_batch_thread(&std::fs::read_to_string(path.join("comm")).unwrap_or_default())
+            });
+            let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+            let seconds =
+                schedstat.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()).unwrap_or_default() / 1e9;
+            if batch {
+                split.0 += seconds;
+            } else {
+                split.1 += seconds;
+            }
+        }
+        split
+    }
 }
 
 /// Whether a thread of this name (`/proc/.../comm`) is a span batch processor's: the

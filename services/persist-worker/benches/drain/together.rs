@@ -118,9 +118,10 @@ fn sample_cpu(pids: Vec<u32>) -> (Arc<AtomicBool>, std::thread::JoinHandle<CpuSa
     let flag = Arc::clone(&stop);
     let sampler = std::thread::spawn(move || {
         let mut samples = CpuSamples::new();
+        let mut readers: Vec<test_harness::ThreadCpu> = pids.into_iter().map(test_harness::ThreadCpu::new).collect();
         while !flag.load(Ordering::Relaxed) {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64();
-            samples.push((now, pids.iter().map(|&pid| test_harness::thread_cpu_seconds(pid)).collect()));
+            samples.push((now, readers.iter_mut().map(test_harness::ThreadCpu::read).collect()));
             std::thread::sleep(CPU_SAMPLE);
         }
         samples
