@@ -9,6 +9,8 @@ mod server;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::Notify;
 
@@ -52,8 +54,22 @@ struct State {
 }
 
 impl Store {
-    pub(crate) fn update(&self, f: impl FnOnce(&mut Captured)) {
-        self.record(|state| f(&mut state.captured));
+    /// Adds a log export request's records, decoded.
+    pub(crate) fn add_logs(&self, request: &ExportLogsServiceRequest, count: impl FnOnce(&mut Captured)) {
+        let logs = decode::logs(request);
+        self.record(|state| {
+            count(&mut state.captured);
+            state.captured.logs.extend(logs);
+        });
+    }
+
+    /// Adds a metric export request's points, decoded.
+    pub(crate) fn add_metrics(&self, request: &ExportMetricsServiceRequest, count: impl FnOnce(&mut Captured)) {
+        let metrics = decode::metrics(request);
+        self.record(|state| {
+            count(&mut state.captured);
+            state.captured.metrics.extend(metrics);
+        });
     }
 
     /// Keeps a span export request for the next read.

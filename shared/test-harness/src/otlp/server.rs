@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use super::{Store, decode};
+use super::Store;
 use crate::HarnessResult;
 
 #[derive(Debug, Clone)]
@@ -46,11 +46,7 @@ impl LogsService for Grpc {
         &self,
         r: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let logs = decode::logs(r.get_ref());
-        self.0.update(|c| {
-            c.grpc_requests += 1;
-            c.logs.extend(logs);
-        });
+        self.0.add_logs(r.get_ref(), |c| c.grpc_requests += 1);
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -61,11 +57,7 @@ impl MetricsService for Grpc {
         &self,
         r: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let metrics = decode::metrics(r.get_ref());
-        self.0.update(|c| {
-            c.grpc_requests += 1;
-            c.metrics.extend(metrics);
-        });
+        self.0.add_metrics(r.get_ref(), |c| c.grpc_requests += 1);
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -141,11 +133,7 @@ async fn logs(
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
     let request: ExportLogsServiceRequest = request(&headers, &body)?;
-    let logs = decode::logs(&request);
-    store.update(|c| {
-        c.http_requests += 1;
-        c.logs.extend(logs);
-    });
+    store.add_logs(&request, |c| c.http_requests += 1);
     Ok(protobuf(ExportLogsServiceResponse::default().encode_to_vec()))
 }
 
@@ -155,10 +143,6 @@ async fn metrics(
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
     let request: ExportMetricsServiceRequest = request(&headers, &body)?;
-    let metrics = decode::metrics(&request);
-    store.update(|c| {
-        c.http_requests += 1;
-        c.metrics.extend(metrics);
-    });
+    store.add_metrics(&request, |c| c.http_requests += 1);
     Ok(protobuf(ExportMetricsServiceResponse::default().encode_to_vec()))
 }
