@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use test_harness::model::SpanRecord;
 use test_harness::oidc::TestIssuer;
 use test_harness::{ChatStack, OtlpReceiver};
 
@@ -42,13 +43,18 @@ fn unix_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Whether `span` is a `name` span started within `window`.
+fn started_within(span: &SpanRecord, name: &str, window: (u64, u64)) -> bool {
+    span.name == name && (window.0..=window.1).contains(&span.start_unix_nano)
+}
+
 /// p50 and p99 in ms of the durations of `name` spans started within `window`, and
 /// how many there were.
 fn span_percentiles(otlp: &OtlpReceiver, name: &str, window: (u64, u64)) -> (f64, f64, usize) {
     let mut durations: Vec<u64> = otlp.inspect(|c| {
         c.spans
             .iter()
-            .filter(|s| s.name == name && (window.0..=window.1).contains(&s.start_unix_nano))
+            .filter(|s| started_within(s, name, window))
             .map(|s| s.end_unix_nano.saturating_sub(s.start_unix_nano))
             .collect()
     });
@@ -60,8 +66,8 @@ fn span_percentiles(otlp: &OtlpReceiver, name: &str, window: (u64, u64)) -> (f64
 /// The server side of the sequential connections, from auth-service's spans.
 async fn server_side(otlp: &OtlpReceiver, window: (u64, u64)) {
     let all_there = otlp.wait_for(Duration::from_secs(20), "the callout spans", |c| {
-        let n = c.spans.iter().filter(|s| s.name == CALLOUT_SPAN && (window.0..=window.1).contains(&s.start_unix_nano));
-        (n.count() >= SEQUENTIAL).then_some(())
+        let n = c.spans.iter().filter(|s| started_within(s, CALLOUT_SPAN, window)).count();
+        (n >= SEQUENTIAL).then_some(())
     });
     if let Err(e) = all_there.await {
         println!("  (server side not read: {e})");
