@@ -520,9 +520,10 @@ fn write_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, buf: &mut B) {
 
 /// A key-value whose every length is one byte (most attributes), its length counted and
 /// its bytes written in one pass: the bytes before the key, and those before the value,
-/// four at a time (a fifth of the encoding, measured in the worker with callgrind); a
-/// number's varint made on the stack and written at once. `false` (nothing written) when
-/// it is not that short.
+/// four at a time; a number's varint made on the stack and written at once. `false`
+/// (nothing written) when it is not that short. Measured (`scripts/per-message-instructions.sh
+/// spans+grpc`, 2026-12-04): 6,552 -> 6,230 instructions per traced message against
+/// counting the lengths first, a `match` on the value each.
 fn write_short_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, buf: &mut B) -> bool {
     use field::any_value::{BOOL, DOUBLE, INT, STRING};
     use field::key_value::{KEY, VALUE};
