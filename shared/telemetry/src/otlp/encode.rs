@@ -558,14 +558,8 @@ fn write_short_key_value<B: BufMut>(tag: u32, key: &str, value: &Value, buf: &mu
         Value::F64(f) => {
             let Some(len) = short(9) else { return false };
             head(len, buf);
-            let mut any_value = [0; 11];
-            any_value[..3].copy_from_slice(&[
-                length_delimited(VALUE),
-                9,
-                (DOUBLE << 3 | WireType::SixtyFourBit as u32) as u8,
-            ]);
-            any_value[3..].copy_from_slice(&f.to_le_bytes());
-            buf.put_slice(&any_value);
+            buf.put_slice(&[length_delimited(VALUE), 9, (DOUBLE << 3 | WireType::SixtyFourBit as u32) as u8]);
+            buf.put_slice(&f.to_le_bytes());
         }
         Value::Bool(b) => {
             let Some(len) = short(2) else { return false };
