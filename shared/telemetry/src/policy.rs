@@ -5,7 +5,9 @@
 //! applied at the last point before export, so it holds for attributes recorded by this
 //! crate, by services and by any library:
 //! - spans: `RedactingSpanProcessor` wraps the batch processor and rewrites the span's
-//!   attributes, its events' attributes and its links' attributes;
+//!   attributes, its events' attributes and its links' attributes; with the crate's own
+//!   OTLP/gRPC exporter, its encoder writes each of those attributes with the same
+//!   verdicts instead (`otlp::encode::runs`: the same bytes, one pass fewer);
 //! - logs: `RedactingLoggerProvider` wraps the SDK logger provider used by the
 //!   `tracing` -> OTLP log bridge and rewrites attributes as they are added.
 //!
@@ -108,6 +110,13 @@ impl std::fmt::Display for Secret {
 /// ```
 pub fn is_sensitive_key(key: &str) -> bool {
     with_verdicts(|verdicts| verdicts.get_or_decide(key))
+}
+
+/// Whether an attribute with `key` must have its value redacted: as [`is_sensitive_key`],
+/// the key held as its own clone (the same memory for a static or shared key). The OTLP
+/// encoder asks this of every attribute it does not know clean (`otlp::encode::runs`).
+pub(crate) fn is_sensitive(key: &Key) -> bool {
+    with_verdicts(|verdicts| verdicts.get_or_decide_holding(key.as_str(), || key.clone()))
 }
 
 thread_local! {

@@ -325,14 +325,16 @@ where
 
 /// The same for the crate's OTLP/gRPC exporter, whose batches are encoded as spans end
 /// (`otlp::batch`) instead of queued as `SpanData` in the SDK's batch processor; with the
-/// count of spans its full queue dropped (benchmarks report it).
+/// count of spans its full queue dropped (benchmarks report it). Its encoder applies the
+/// redaction policy as it writes each attribute (`otlp::encode::runs`): no
+/// `RedactingSpanProcessor` pass before it.
 pub fn grpc_span_processor(
     exporter: DirectGrpcSpanExporter,
     batch: SpanBatch,
 ) -> (impl SpanProcessor, Arc<AtomicUsize>) {
     let batching = EncodingBatchProcessor::new(exporter, batch);
     let dropped = batching.dropped();
-    (SpanStartCounter::new(RedactingSpanProcessor::new(batching)), dropped)
+    (SpanStartCounter::new(batching), dropped)
 }
 
 /// The SDK's batch settings, as this crate reads `OTEL_BSP_*` (`settings::SpanBatch`).

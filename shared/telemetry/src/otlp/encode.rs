@@ -840,6 +840,45 @@ mod tests {
         assert_eq!(decoded.resource_spans[0].scope_spans.len(), 2, "grouped by scope");
     }
 
+    /// The encoder redacts as the span processor does: span, event and link attributes.
+    #[test]
+    fn attributes_are_written_redacted_as_the_policy_rewrites_them() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let tracer = provider.tracer("persist-worker");
+        let linked = SpanContext::new(TraceId::from(7), SpanId::from(9), TraceFlags::SAMPLED, true, TraceState::NONE);
+        for round in 0..3 {
+            let mut span = tracer
+                .span_builder("process chat.msg.*.*")
+                .with_links(vec![Link::new(linked.clone(), vec![KeyValue::new("nats.jwt", "eyJ.link")], 0)])
+                .start(&tracer);
+            span.set_attributes([
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("auth.token", "eyJ.literal"),
+                KeyValue::new("messaging.destination.name", format!("chat.msg.r{round}.u")),
+                KeyValue::new(opentelemetry::Key::from("user_password".to_owned()), "hunter2".to_owned()),
+            ]);
+            span.add_event("exception", vec![KeyValue::new("chat.text", "hello".to_owned())]);
+            span.end();
+        }
+        let (resource, spans) = (resource(), exporter.get_finished_spans().expect("spans"));
+        let ours = TraceRequestEncoder::new(&resource).encode(&spans);
+        let redacted: Vec<SpanData> = spans
+            .into_iter()
+            .map(|mut span| {
+                crate::policy::redact_span(&mut span);
+                span
+            })
+            .collect();
+        let official = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(redacted, &ResourceAttributesWithSchema::from(&resource)),
+        };
+        assert_eq!(ExportTraceServiceRequest::decode(ours.as_slice()).expect("decodes"), official);
+        for secret in ["eyJ", "hunter2", "hello"] {
+            assert!(!ours.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in the bytes");
+        }
+    }
+
     #[test]
     fn batches_encoded_one_after_the_other_on_a_thread_are_each_their_own() {
         let (resource, spans) = (resource(), sdk_spans());

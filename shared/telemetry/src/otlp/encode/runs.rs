@@ -1,4 +1,5 @@
-//! Attribute runs that repeat span after span, held per thread with their encoding.
+//! Attribute runs that repeat span after span, held per thread with their encoding; and
+//! the attribute policy (`crate::policy`), applied as attributes are written.
 //!
 //! Spans of one kind start with the same attributes every time, mostly literals at a fixed
 //! address (`messaging.system = nats`, the operation, the subject template, the server,
@@ -12,29 +13,56 @@
 //! that clone: a list that starts with an owned text (an `exception` event) costs one copy
 //! of it. Measured (`scripts/per-message-instructions.sh spans+grpc`, 2026-12-04): 7,524 ->
 //! 6,716 instructions per traced message over untraced (16 key-values encoded -> 7).
+//!
+//! The policy: a sensitive key's value is written as [`REDACTED`]. A run holds only keys
+//! the policy lets pass, so its bytes need no verdict; after a run, the keys that followed
+//! it last time (its tail: the subject, the sizes, the delivery facts) are held too when
+//! the policy let them all pass, and keys at their very memory again pass at once; any
+//! other key gets its verdict from the policy's table. So the crate's gRPC exporter needs
+//! no redaction pass over each span before this one (`policy::RedactingSpanProcessor`):
+//! measured in the worker (`DRAIN_COUNT=instructions`, 2026-12-04), that pass was ~480
+//! instructions per message.
 
 use std::cell::RefCell;
 
 use bytes::BufMut;
-use opentelemetry::{KeyValue, Value};
+use opentelemetry::{Key, KeyValue, StringValue, Value};
 
 use super::write_key_value;
+use crate::policy::{REDACTED, is_sensitive};
 
 thread_local! {
     static RUNS: RefCell<Runs> = RefCell::new(Runs::default());
 }
 
-/// Writes `attributes` as repeated field `tag`, their leading run from a held encoding
-/// when there is one.
+/// Writes `attributes` as repeated field `tag`, each sensitive key's value as
+/// [`REDACTED`]; their leading run from a held encoding when there is one.
 pub(super) fn write_attributes<B: BufMut>(tag: u32, attributes: &[KeyValue], buf: &mut B) {
-    let written = if attributes.is_empty() {
-        0
-    } else {
-        RUNS.with(|runs| runs.try_borrow_mut().map_or(0, |mut runs| runs.write_run(tag, attributes, buf)))
-    };
-    for kv in &attributes[written..] {
-        write_key_value(tag, kv.key.as_str(), &kv.value, buf);
+    if attributes.is_empty() {
+        return;
     }
+    RUNS.with(|runs| match runs.try_borrow_mut() {
+        Ok(mut runs) => runs.write(tag, attributes, buf),
+        // Only if writing an attribute encoded another span on this thread (none does).
+        Err(_) => {
+            write_checked(tag, attributes, buf);
+        }
+    });
+}
+
+/// Writes `attributes` one by one, each with the policy's verdict on its key; returns
+/// whether every key passed.
+fn write_checked<B: BufMut>(tag: u32, attributes: &[KeyValue], buf: &mut B) -> bool {
+    let mut clean = true;
+    for kv in attributes {
+        if is_sensitive(&kv.key) {
+            clean = false;
+            write_key_value(tag, kv.key.as_str(), &Value::String(StringValue::from(REDACTED)), buf);
+        } else {
+            write_key_value(tag, kv.key.as_str(), &kv.value, buf);
+        }
+    }
+    clean
 }
 
 /// Whether `kv` may be held: its key's and text value's clones at their memory (a
@@ -45,7 +73,11 @@ fn held_at_its_memory(kv: &KeyValue) -> bool {
         Value::Bool(_) | Value::I64(_) | Value::F64(_) => true,
         _ => false,
     };
-    value && std::ptr::eq(kv.key.clone().as_str(), kv.key.as_str())
+    value && key_at_its_memory(&kv.key)
+}
+
+fn key_at_its_memory(key: &Key) -> bool {
+    std::ptr::eq(key.clone().as_str(), key.as_str())
 }
 
 /// `kv` is `held` itself: the same key and text memory, or the same number or flag.
@@ -68,28 +100,86 @@ struct Runs {
 }
 
 /// A run of attributes (field `tag`), held, and their encoding: the bytes of the first
-/// `n` end at `ends[n - 1]`.
+/// `n` end at `ends[n - 1]`. Every held key passed the policy.
 #[derive(Default)]
 struct Run {
     tag: u32,
     held: Vec<KeyValue>,
     ends: Vec<usize>,
     bytes: Vec<u8>,
+    /// The keys that followed the whole run last time, all passed by the policy and held
+    /// at their memory; `None` until then, or when they did not.
+    tail: Option<Vec<Key>>,
+}
+
+impl Run {
+    /// Whether `rest` (what follows the whole run) has the held tail's keys, one by one
+    /// at their memory.
+    fn has_tail(&self, rest: &[KeyValue]) -> bool {
+        self.tail.as_ref().is_some_and(|tail| {
+            tail.len() == rest.len()
+                && tail.iter().zip(rest).all(|(held, kv)| std::ptr::eq(held.as_str(), kv.key.as_str()))
+        })
+    }
+
+    /// Holds the keys of `rest` (all passed by the policy) as the tail, if each one's
+    /// clone is at its memory; a tail with an owned key would never be found.
+    fn hold_tail(&mut self, rest: &[KeyValue]) {
+        let tail = self.tail.get_or_insert_with(Vec::new);
+        tail.clear();
+        for kv in rest.iter().take(Runs::MAX_HELD) {
+            if !key_at_its_memory(&kv.key) {
+                self.tail = None;
+                return;
+            }
+            tail.push(kv.key.clone());
+        }
+        if tail.len() < rest.len() {
+            self.tail = None;
+        }
+    }
 }
 
 impl Runs {
     const RUNS: usize = 8;
-    /// Longer runs are held only up to this many attributes.
+    /// Longer runs (and tails) are held only up to this many attributes.
     const MAX_HELD: usize = 32;
 
+    /// Writes `attributes` (not empty): the leading ones from a held run, the rest with
+    /// the policy's verdicts, or as the run's tail when they are its held keys.
+    fn write<B: BufMut>(&mut self, tag: u32, attributes: &[KeyValue], buf: &mut B) {
+        let (run, n) = self.write_run(tag, attributes, buf);
+        let rest = &attributes[n..];
+        // The tail goes with the whole run only: after part of it, `rest` starts inside.
+        let run = run.map(|i| &mut self.runs[i]).filter(|run| run.held.len() == n);
+        match run {
+            Some(run) if run.has_tail(rest) => {
+                for kv in rest {
+                    write_key_value(tag, kv.key.as_str(), &kv.value, buf);
+                }
+            }
+            Some(run) => {
+                if write_checked(tag, rest, buf) {
+                    run.hold_tail(rest);
+                } else {
+                    run.tail = None;
+                }
+            }
+            None => {
+                write_checked(tag, rest, buf);
+            }
+        }
+    }
+
     /// Writes the leading attributes of `attributes` (not empty) that a held run has (the
-    /// longest match); returns how many it wrote. Holds a new run of them instead when no
-    /// run has the first, or the best one differs from them (another kind of span: a
-    /// publish where the run is a process span's) at an attribute that can be held; a
-    /// run is never held past an owned text, so values that vary per span (the subject,
-    /// the sizes) go after one. A number that varies inside a run (a `nak` event's delay)
-    /// holds a new run each time, in place of the oldest.
-    fn write_run<B: BufMut>(&mut self, tag: u32, attributes: &[KeyValue], buf: &mut B) -> usize {
+    /// longest match); returns that run and how many it wrote. Holds a new run of them
+    /// instead when no run has the first, or the best one differs from them (another kind
+    /// of span: a publish where the run is a process span's) at an attribute that can be
+    /// held; a run is never held past an owned text or a key the policy redacts, so values
+    /// that vary per span (the subject, the sizes) go after one. A number that varies
+    /// inside a run (a `nak` event's delay) holds a new run each time, in place of the
+    /// oldest.
+    fn write_run<B: BufMut>(&mut self, tag: u32, attributes: &[KeyValue], buf: &mut B) -> (Option<usize>, usize) {
         // The first run that has them all wins at once (the usual case: one run per kind
         // of span, and few kinds); otherwise the longest match.
         let (mut best, mut n) = (0, 0);
@@ -111,27 +201,34 @@ impl Runs {
         }
         let run = &self.runs[best];
         let differs_inside = n < run.held.len() && n < attributes.len();
-        if n > 0 && !(differs_inside && held_at_its_memory(&attributes[n])) {
+        if n > 0 && !(differs_inside && holdable(&attributes[n])) {
             buf.put_slice(&run.bytes[..run.ends[n - 1]]);
-            return n;
+            return (Some(best), n);
         }
-        if n == 0 && !held_at_its_memory(&attributes[0]) {
-            return 0;
+        if n == 0 && !holdable(&attributes[0]) {
+            return (None, 0);
         }
-        let run = &mut self.runs[self.next];
+        let at = self.next;
         self.next = (self.next + 1) % Self::RUNS;
+        let run = &mut self.runs[at];
         run.tag = tag;
         run.held.clear();
         run.ends.clear();
         run.bytes.clear();
-        for kv in attributes.iter().take(Self::MAX_HELD).take_while(|kv| held_at_its_memory(kv)) {
+        run.tail = None;
+        for kv in attributes.iter().take(Self::MAX_HELD).take_while(|kv| holdable(kv)) {
             write_key_value(tag, kv.key.as_str(), &kv.value, &mut run.bytes);
             run.ends.push(run.bytes.len());
             run.held.push(kv.clone());
         }
         buf.put_slice(&run.bytes);
-        run.held.len()
+        (Some(at), run.held.len())
     }
+}
+
+/// Whether `kv` may be part of a run: held at its memory, and its key passed by the policy.
+fn holdable(kv: &KeyValue) -> bool {
+    held_at_its_memory(kv) && !is_sensitive(&kv.key)
 }
 
 #[cfg(test)]
@@ -154,7 +251,7 @@ mod tests {
 
     fn encoded(runs: &mut Runs, attributes: &[KeyValue]) -> (Vec<u8>, usize) {
         let mut buf = Vec::new();
-        let from_run = runs.write_run(TAG, attributes, &mut buf);
+        let (_, from_run) = runs.write_run(TAG, attributes, &mut buf);
         for kv in &attributes[from_run..] {
             write_key_value(TAG, kv.key.as_str(), &kv.value, &mut buf);
         }
@@ -224,5 +321,74 @@ mod tests {
             let attributes = vec![KeyValue::new(key.to_owned(), "nats"), KeyValue::new("server.port", 1)];
             assert_eq!(encoded(&mut runs, &attributes), (one_by_one(&attributes), 0), "{key}");
         }
+    }
+
+    /// `attributes` one by one as the policy lets them out: a sensitive key's value
+    /// [`REDACTED`].
+    fn one_by_one_redacted(attributes: &[KeyValue]) -> Vec<u8> {
+        let redacted: Vec<KeyValue> = attributes
+            .iter()
+            .map(|kv| match crate::policy::is_sensitive_key(kv.key.as_str()) {
+                true => KeyValue::new(kv.key.clone(), REDACTED),
+                false => kv.clone(),
+            })
+            .collect();
+        one_by_one(&redacted)
+    }
+
+    fn written(runs: &mut Runs, attributes: &[KeyValue]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        runs.write(TAG, attributes, &mut buf);
+        buf
+    }
+
+    /// Sensitive keys (static, shared, owned; with literal or owned values) in the run's
+    /// place, in its tail and first: redacted the first time and every time after, as the
+    /// tail held for a clean list is found again, missed, and held again.
+    #[test]
+    fn sensitive_values_are_redacted_in_runs_tails_and_alone_every_time() {
+        let shared = |key: &str| Key::from(Arc::<str>::from(key));
+        let clean = |subject: &str| {
+            let mut list = process(subject, 7);
+            list.push(KeyValue::new("messaging.message.id", "m-1".to_owned()));
+            list
+        };
+        let tail_secret = |subject: &str| {
+            let mut list = process(subject, 7);
+            list.push(KeyValue::new("auth.token", "eyJ.tail".to_owned()));
+            list
+        };
+        let lists = [
+            clean("chat.msg.a.b"),
+            clean("chat.msg.c.d"),
+            tail_secret("chat.msg.a.b"),
+            clean("chat.msg.a.b"),
+            tail_secret("chat.msg.a.b"),
+            vec![
+                KeyValue::new("messaging.system", "nats"),
+                KeyValue::new("auth.token", "eyJ.literal"),
+                KeyValue::new("server.port", 4222),
+            ],
+            vec![KeyValue::new(shared("nats.jwt"), "eyJ.shared"), KeyValue::new("server.port", 4222)],
+            vec![
+                KeyValue::new(Key::from("user_password".to_owned()), "hunter2".to_owned()),
+                KeyValue::new("chat.text", "hello".to_owned()),
+            ],
+            vec![KeyValue::new("exception.message", "boom".to_owned()), KeyValue::new(shared("db.password"), "pw")],
+        ];
+        let mut runs = Runs::default();
+        for round in 0..3 {
+            for (i, list) in lists.iter().enumerate() {
+                let bytes = written(&mut runs, list);
+                assert_eq!(bytes, one_by_one_redacted(list), "list {i} (round {round})");
+                let secrets = ["eyJ", "hunter2", "hello", "pw"];
+                assert!(secrets.iter().all(|secret| !bytes.windows(secret.len()).any(|w| w == secret.as_bytes())));
+            }
+        }
+        let last = clean("chat.msg.e.f");
+        assert_eq!(written(&mut runs, &last), one_by_one(&last));
+        assert!(runs.runs.iter().flat_map(|run| &run.held).all(|kv| !crate::policy::is_sensitive_key(kv.key.as_str())));
+        let process_run = runs.runs.iter().find(|run| run.held.len() == 3).expect("the process spans' run");
+        assert_eq!(process_run.tail.as_ref().map(Vec::len), Some(3), "the clean tail, held again after a secret");
     }
 }
