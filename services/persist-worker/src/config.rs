@@ -32,7 +32,8 @@ pub struct Config {
     /// Longest nak delay.
     #[arg(long, env = "NAK_DELAY_MAX", default_value = "60s", value_parser = humantime::parse_duration)]
     pub nak_delay_max: Duration,
-    /// Messages per insert statement.
+    /// Messages per insert statement, at most 1,025 (the INSERT span links each other
+    /// delivery of its batch: `telemetry::LINKS_PER_SPAN`).
     #[arg(long, env = "BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
     /// How long to wait for a batch to fill once its first message arrived.
@@ -65,6 +66,10 @@ pub struct Config {
     pub health: HealthArgs,
 }
 
+/// The largest batch: its first delivery's span is the INSERT span's parent, each of the
+/// others a link, and a span keeps `telemetry::LINKS_PER_SPAN` links.
+pub const MAX_BATCH_SIZE: usize = telemetry::LINKS_PER_SPAN as usize + 1;
+
 /// Settings that contradict each other or the server's rules.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -76,6 +81,9 @@ pub enum ConfigError {
         /// The limit.
         max_deliver: u64,
     },
+    /// A batch whose INSERT span could not link all its other deliveries.
+    #[error("BATCH_SIZE {0} is more than {MAX_BATCH_SIZE}: a batch's INSERT span links each of its other deliveries")]
+    BatchTooLarge(usize),
     /// A count that must be positive.
     #[error("{0} must be at least 1")]
     NotPositive(&'static str),
@@ -89,6 +97,9 @@ impl Config {
         }
         if self.batch_size == 0 {
             return Err(ConfigError::NotPositive("BATCH_SIZE"));
+        }
+        if self.batch_size > MAX_BATCH_SIZE {
+            return Err(ConfigError::BatchTooLarge(self.batch_size));
         }
         if self.in_flight_batches == 0 {
             return Err(ConfigError::NotPositive("IN_FLIGHT_BATCHES"));
@@ -128,6 +139,13 @@ mod tests {
     fn backoff_longer_than_max_deliver_is_refused() {
         let c = config(&["--max-deliver", "2", "--backoff", "1s,2s,3s"]);
         assert_eq!(c.validate(), Err(ConfigError::BackoffTooLong { len: 3, max_deliver: 2 }));
+    }
+
+    #[test]
+    fn a_batch_its_insert_span_cannot_link_whole_is_refused() {
+        assert_eq!(config(&["--batch-size", "1025"]).validate(), Ok(()));
+        assert_eq!(config(&["--batch-size", "1026"]).validate(), Err(ConfigError::BatchTooLarge(1026)));
+        assert_eq!(config(&["--batch-size", "0"]).validate(), Err(ConfigError::NotPositive("BATCH_SIZE")));
     }
 
     #[test]

@@ -185,12 +185,9 @@ impl Store {
     /// compared with what is stored under their keys: identical ones are duplicates,
     /// different ones conflicts. The span links `links` (the other deliveries).
     pub(crate) async fn insert_batch(&self, rows: &[Row], links: Vec<SpanContext>) -> Result<Inserted, StoreError> {
-        let span = self.db.span(&INSERT);
+        let span = self.db.span_linked(&INSERT, links);
         if span.is_recording() {
             span.set_attribute(KeyValue::new("db.operation.batch.size", rows.len() as i64));
-            for link in links {
-                span.add_link(link);
-            }
         }
         let result = span
             .scope(async {

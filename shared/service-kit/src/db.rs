@@ -3,6 +3,7 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use opentelemetry::trace::SpanContext;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use telemetry::db::{DbSpans, Statement};
 use telemetry::messaging::Traced;
@@ -55,6 +56,12 @@ impl Db {
     /// A CLIENT span for `statement`, child of the current context.
     pub fn span(&self, statement: &Statement) -> Traced {
         self.spans.span(statement)
+    }
+
+    /// The same, on behalf of several operations: linked to the span of each of the
+    /// others (`telemetry::db::DbSpans::span_linked`).
+    pub fn span_linked(&self, statement: &Statement, links: Vec<SpanContext>) -> Traced {
+        self.spans.span_linked(statement, links)
     }
 }
 

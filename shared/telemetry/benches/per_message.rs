@@ -190,6 +190,7 @@ impl Setup {
         };
         let builder = SdkTracerProvider::builder()
             .with_resource(Resource::builder().with_service_name("persist-worker").build())
+            .with_max_links_per_span(telemetry::LINKS_PER_SPAN)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))));
         let (provider, grpc_dropped) = match mode {
             Mode::Off => (None, None),
@@ -316,12 +317,8 @@ fn one_message(spans: &Messaging, headers: &HeaderMap, sequence: u64) -> telemet
 /// The batch's INSERT span (a child of the first delivery, linked to the others), then
 /// each delivery's settlement as an event and the end of its span.
 fn insert(db: &DbSpans, batch: &[telemetry::messaging::Traced]) {
-    let span = batch[0].in_scope(|| db.span(&INSERT));
-    if span.is_recording() {
-        for delivery in &batch[1..] {
-            span.add_link(delivery.span_context());
-        }
-    }
+    let links = batch[1..].iter().map(|delivery| delivery.span_context()).collect();
+    let span = batch[0].in_scope(|| db.span_linked(&INSERT, links));
     span.end();
     for delivery in batch {
         delivery.add_settlement(Settlement::Ack);

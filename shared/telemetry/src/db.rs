@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt as _};
+use opentelemetry::trace::{Link, SpanBuilder, SpanContext, SpanKind, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
 
 use crate::messaging::{Traced, record_failure};
@@ -64,7 +64,18 @@ impl DbSpans {
 
     /// A CLIENT span for `statement`, child of the current context.
     pub fn span(&self, statement: &Statement) -> Traced {
-        let builder = SpanBuilder::from_name(Cow::Borrowed(statement.name)).with_kind(SpanKind::Client);
+        self.span_linked(statement, Vec::new())
+    }
+
+    /// A CLIENT span for `statement` on behalf of several operations: a child of the
+    /// current context (the first), linked to the span of each of the others (`links`),
+    /// given as it starts (one list, as the sampler sees them). The provider keeps
+    /// [`crate::LINKS_PER_SPAN`] links unless `OTEL_SPAN_LINK_COUNT_LIMIT` says otherwise.
+    pub fn span_linked(&self, statement: &Statement, links: Vec<SpanContext>) -> Traced {
+        let mut builder = SpanBuilder::from_name(Cow::Borrowed(statement.name)).with_kind(SpanKind::Client);
+        if !links.is_empty() {
+            builder = builder.with_links(links.into_iter().map(|cx| Link::new(cx, Vec::new(), 0)).collect());
+        }
         let cx = self.inner.tracer.start(builder, &Context::current());
         if cx.span().is_recording() {
             let mut attributes = Vec::with_capacity(8);

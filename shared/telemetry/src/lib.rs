@@ -74,7 +74,7 @@ mod setup;
 mod stdout;
 pub mod tracer;
 
-pub use settings::SettingsError;
+pub use settings::{LINKS_PER_SPAN, SettingsError};
 pub use setup::{InitError, LogLines, ServiceInfo, TelemetryGuard, init};
 
 /// What the benchmarks measure, not part of the API: the span pipeline of [`init`], the

@@ -231,11 +231,6 @@ impl Traced {
         self.cx.span().add_event(name, attributes);
     }
 
-    /// Links another span (e.g. the other deliveries of a batch INSERT).
-    pub fn add_link(&self, span_context: SpanContext) {
-        self.cx.span().add_link(span_context, Vec::new());
-    }
-
     /// The settlement of the delivery this span processes, as an event `ack` (`nak` with
     /// its delay, `term`) with `messaging.operation.type = settle`.
     pub fn add_settlement(&self, settlement: Settlement) {

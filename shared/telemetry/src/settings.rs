@@ -7,7 +7,9 @@
 //! protocols, `LOG_FORMAT`, `RUST_LOG`, `OTLP_SPAN_ENCODER`), what it must know of the
 //! rest (which resource keys and batch sizes the environment sets, the sampler's ratio
 //! for the `otel.sdk.trace.sampling_ratio` gauge), and, for its own OTLP/gRPC span
-//! exporter, the traces endpoint and timeout, the same way opentelemetry-otlp does.
+//! exporter, the traces endpoint and timeout, the same way opentelemetry-otlp does. One
+//! default differs from the SDK's: links per span ([`LINKS_PER_SPAN`], unless
+//! `OTEL_SPAN_LINK_COUNT_LIMIT` is set).
 
 use std::time::Duration;
 
@@ -116,7 +118,16 @@ pub(crate) struct Settings {
     /// The share of new root traces the head sampler keeps, as the SDK reads
     /// `OTEL_TRACES_SAMPLER[_ARG]`; `None` for a sampler without a fixed ratio.
     pub sampling_ratio: Option<f64>,
+    /// Links kept per span: `OTEL_SPAN_LINK_COUNT_LIMIT` as the SDK reads it (a number),
+    /// else [`LINKS_PER_SPAN`], not the SDK's 128.
+    pub span_link_limit: u32,
 }
+
+/// Links a span keeps unless `OTEL_SPAN_LINK_COUNT_LIMIT` says otherwise: a batch span
+/// (the worker's INSERT) links every other delivery of its batch, up to 1,024 of them.
+/// The SDK's default, 128, dropped half the links of a batch of 256 (counted in the
+/// span's dropped links count, but gone from the traces of those messages).
+pub const LINKS_PER_SPAN: u32 = 1024;
 
 /// The span batch processor's settings, read from `OTEL_BSP_*` as the SDK reads them
 /// (a value that is not a positive number is ignored), with this crate's defaults.
@@ -207,6 +218,8 @@ impl Settings {
         let span_batch = SpanBatch::from_lookup(env);
         let sampling_ratio =
             sampling_ratio(env("OTEL_TRACES_SAMPLER").as_deref(), env("OTEL_TRACES_SAMPLER_ARG").as_deref());
+        let span_link_limit =
+            env("OTEL_SPAN_LINK_COUNT_LIMIT").and_then(|v| v.trim().parse().ok()).unwrap_or(LINKS_PER_SPAN);
         Ok(Self {
             sdk_disabled,
             protocols,
@@ -218,6 +231,7 @@ impl Settings {
             span_export,
             span_batch,
             sampling_ratio,
+            span_link_limit,
         })
     }
 
@@ -326,6 +340,14 @@ mod tests {
         let err = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).expect_err("json unsupported");
         assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\""), "{err}");
         assert!(settings(&[("LOG_FORMAT", "xml")]).is_err());
+    }
+
+    #[test]
+    fn links_per_span_are_the_crates_default_unless_the_environment_sets_a_number() {
+        assert_eq!(settings(&[]).expect("valid").span_link_limit, LINKS_PER_SPAN);
+        assert_eq!(settings(&[("OTEL_SPAN_LINK_COUNT_LIMIT", " 300 ")]).expect("valid").span_link_limit, 300);
+        let ignored = settings(&[("OTEL_SPAN_LINK_COUNT_LIMIT", "many")]).expect("valid");
+        assert_eq!(ignored.span_link_limit, LINKS_PER_SPAN, "as the SDK, a value that is not a number is ignored");
     }
 
     #[test]

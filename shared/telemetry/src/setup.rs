@@ -237,7 +237,8 @@ fn build_providers(settings: &Settings, service: ServiceInfo) -> Result<Provider
     // Span batches follow OTEL_BSP_* (`settings::SpanBatch`); log batches and metric
     // intervals OTEL_BLRP_* and OTEL_METRIC_EXPORT_INTERVAL, read by the SDK builders; the
     // sampler OTEL_TRACES_SAMPLER[_ARG]. Queues are bounded: a dead collector drops, never blocks.
-    let mut tracer = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut tracer =
+        SdkTracerProvider::builder().with_resource(resource.clone()).with_max_links_per_span(settings.span_link_limit);
     tracer = match span_sink(settings, &service_name)? {
         Some(SpanSink::Direct(direct)) => {
             tracer.with_span_processor(grpc_span_processor(direct, settings.span_batch).0)

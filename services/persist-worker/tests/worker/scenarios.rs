@@ -265,3 +265,32 @@ async fn with_settle_spans_the_settlements_are_client_spans() {
     assert_eq!(ack.attributes.str("messaging.operation.type"), Some("settle"));
     assert!(attempts.iter().all(|a| a.event("ack").is_none() && a.event("nak").is_none()), "spans, not events");
 }
+
+/// A full batch (the default 256 deliveries, from a backlog) is one INSERT, child of its
+/// first delivery's span and linked to each of the others: none of the links lost to the
+/// SDK's default limit of 128 per span.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_batch_insert_links_every_other_delivery_of_the_batch() {
+    let app = TestApp { stack: test_harness::ChatStack::start().await.expect("stack") };
+    // The stream must exist before the backlog is published: a first worker creates it.
+    drop(app.worker(&[]).await);
+    let sent = app.send("batched", &["--count", "300", "--concurrency", "64"]).await;
+    let _worker = app.worker(&[]).await;
+    app.wait_rows(300, WAIT).await;
+    let full = |s: &&test_harness::model::SpanRecord| {
+        s.name == INSERT && s.attributes.int("db.operation.batch.size") == Some(256)
+    };
+    let insert = app
+        .stack
+        .otlp
+        .wait_for(WAIT, "a full batch's INSERT span", |c| c.spans.iter().find(full).cloned())
+        .await
+        .expect("a batch of 256 from the backlog of 300");
+    let sent: std::collections::HashSet<&str> = sent.iter().map(|(_, trace_id)| trace_id.as_str()).collect();
+    let mut linked: Vec<&str> = insert.links.iter().map(|link| link.trace_id.as_str()).collect();
+    linked.sort_unstable();
+    linked.dedup();
+    assert_eq!(linked.len(), 255, "one link per other delivery, each a message's own trace");
+    assert!(linked.iter().all(|trace_id| sent.contains(trace_id)), "links to the messages sent");
+    assert!(!linked.contains(&insert.trace_id.as_str()), "the first delivery is the parent, not a link");
+}
