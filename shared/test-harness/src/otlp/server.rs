@@ -1,5 +1,5 @@
 //! The OTLP/gRPC (tonic) and OTLP/HTTP (axum) servers feeding the [`Store`] (span
-//! requests are kept whole, decoded when read). Both take gzip-compressed requests too
+//! requests are kept with their spans undecoded, `raw_traces`, decoded when read). Both take gzip-compressed requests too
 //! (the collector's exporters compress by default).
 
 use std::sync::Arc;
@@ -15,8 +15,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -24,21 +23,11 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use super::Store;
+use super::raw_traces::{RawTraceRequest, RawTraceServer};
 use crate::HarnessResult;
 
 #[derive(Debug, Clone)]
 struct Grpc(Arc<Store>);
-
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        r: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.0.add_traces(r.into_inner(), |c| c.grpc_requests += 1);
-        Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 #[tonic::async_trait]
 impl LogsService for Grpc {
@@ -70,9 +59,9 @@ async fn bind() -> HarnessResult<(u16, TcpListener)> {
 
 pub(super) async fn grpc(store: Arc<Store>) -> HarnessResult<(u16, JoinHandle<()>)> {
     let (port, listener) = bind().await?;
-    let svc = Grpc(store);
+    let svc = Grpc(Arc::clone(&store));
     let server = tonic::transport::Server::builder()
-        .add_service(TraceServiceServer::new(svc.clone()).accept_compressed(CompressionEncoding::Gzip))
+        .add_service(RawTraceServer(store))
         .add_service(LogsServiceServer::new(svc.clone()).accept_compressed(CompressionEncoding::Gzip))
         .add_service(MetricsServiceServer::new(svc).accept_compressed(CompressionEncoding::Gzip))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
@@ -122,7 +111,7 @@ async fn traces(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, StatusCode> {
-    let request: ExportTraceServiceRequest = request(&headers, &body)?;
+    let request: RawTraceRequest = request(&headers, &body)?;
     store.add_traces(request, |c| c.http_requests += 1);
     Ok(protobuf(ExportTraceServiceResponse::default().encode_to_vec()))
 }
