@@ -128,11 +128,12 @@ impl Run {
         let tail = self.tail.get_or_insert_with(Vec::new);
         tail.clear();
         for kv in rest.iter().take(Runs::MAX_HELD) {
-            if !key_at_its_memory(&kv.key) {
+            let held = kv.key.clone();
+            if !std::ptr::eq(held.as_str(), kv.key.as_str()) {
                 self.tail = None;
                 return;
             }
-            tail.push(kv.key.clone());
+            tail.push(held);
         }
         if tail.len() < rest.len() {
             self.tail = None;
