@@ -23,7 +23,8 @@
 //! `DRAIN_PERF=on` (or `off`, `10%`) also samples the worker with `perf record -e
 //! cpu-clock --call-graph dwarf` during those rounds (files
 //! `target/perf-drain-<pid>.data`; read with `perf report`; release builds have no frame
-//! pointers, so `DRAIN_PERF_CALLGRAPH=fp` gives flat profiles only). `DRAIN_BACKLOG=100000`
+//! pointers, so `DRAIN_PERF_CALLGRAPH=fp` gives flat profiles only;
+//! `DRAIN_PERF_EVENT=page-faults` records each page fault instead). `DRAIN_BACKLOG=100000`
 //! makes the rounds longer (more samples). `DRAIN_PROTOCOL=http/protobuf` makes the
 //! worker export over OTLP/HTTP. `DRAIN_PACED_RATE=9000` runs only the paced part at that
 //! rate; `DRAIN_WORKER_ENV="OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512"` gives the worker more
@@ -190,17 +191,13 @@ async fn round(tracing: Tracing) -> Round {
     let worker = stack.spawn_service("persist-worker", &as_strs(&env)).await.expect("worker");
     let perf = (std::env::var("DRAIN_PERF").is_ok_and(|mode| mode == tracing.label())).then(|| {
         let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
+        // `DRAIN_PERF_EVENT=page-faults` records every page fault instead of timer samples.
+        let event = std::env::var("DRAIN_PERF_EVENT").unwrap_or_else(|_| "cpu-clock".to_owned());
+        let rate: [&str; 2] = if event == "cpu-clock" { ["-F", "4000"] } else { ["-c", "1"] };
         std::process::Command::new("perf")
-            .args([
-                "record",
-                "-e",
-                "cpu-clock",
-                "-F",
-                "4000",
-                "--call-graph",
-                std::env::var("DRAIN_PERF_CALLGRAPH").as_deref().unwrap_or("dwarf,16384"),
-                "-o",
-            ])
+            .args(["record", "-e", &event])
+            .args(rate)
+            .args(["--call-graph", std::env::var("DRAIN_PERF_CALLGRAPH").as_deref().unwrap_or("dwarf,16384"), "-o"])
             .arg(out)
             .args(["-p", &worker.process.pid().to_string()])
             .stdout(std::process::Stdio::null())
