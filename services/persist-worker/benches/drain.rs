@@ -191,7 +191,7 @@ async fn round(tracing: Tracing) -> Round {
     let worker = stack.spawn_service("persist-worker", &as_strs(&env)).await.expect("worker");
     let perf = (std::env::var("DRAIN_PERF").is_ok_and(|mode| mode == tracing.label())).then(|| {
         let out = test_harness::workspace_root().join(format!("target/perf-drain-{}.data", worker.process.pid()));
-        // `DRAIN_PERF_EVENT=page-faults` records every page fault instead of timer samples.
+        // Timer samples, or every occurrence of another event (`DRAIN_PERF_EVENT=page-faults`).
         let event = std::env::var("DRAIN_PERF_EVENT").unwrap_or_else(|_| "cpu-clock".to_owned());
         let rate: [&str; 2] = if event == "cpu-clock" { ["-F", "4000"] } else { ["-c", "1"] };
         std::process::Command::new("perf")
